@@ -1,0 +1,3 @@
+from vakta.cli import main
+
+main()

@@ -1,0 +1,455 @@
+"""The ``vakta`` command line: a thin shell over the pipeline, the list store and the sinks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vakta import __version__, testsignature
+from vakta.cache import SignalCache
+from vakta.findings import Finding
+from vakta.home import resolve_home
+from vakta.lists.formats import detect, list_formats
+from vakta.lists.model import ListRecord, ParseIssue
+from vakta.lists.store import DETECT, IGNORE, ListStore, StoreError
+from vakta.matching.index import DEFAULT_THRESHOLD, ListIndex
+from vakta.matching.matcher import Matcher
+from vakta.pipeline import KnownGood, Scanner, default_workers, hash_item
+from vakta.progress import ScanProgress
+from vakta.signals.kinds import HEX_LENGTHS
+from vakta.signals.model import HashOptions
+from vakta.sinks import sinks
+from vakta.sources import source_for
+
+log = logging.getLogger("vakta")
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+app = typer.Typer(
+    help="Find known abusive material by hash-list matching, without anyone looking at it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+lists_app = typer.Typer(help="Import, list, export and remove hash lists.", no_args_is_help=True)
+app.add_typer(lists_app, name="lists")
+
+#: Shown (at most) per import; the rest are counted.
+MAX_ISSUES_SHOWN = 20
+#: How many leading bytes a list file is judged by for ``--format auto``.
+SNIFF_BYTES = 65536
+
+
+@dataclass
+class State:
+    home: Path
+
+
+class ListFormatChoice(StrEnum):
+    auto = "auto"
+    text = "text"
+    csv = "csv"
+    threatexchange = "threatexchange"
+    vics = "vics"
+
+
+class KindChoice(StrEnum):
+    md5 = "md5"
+    sha1 = "sha1"
+    sha256 = "sha256"
+    pdq = "pdq"
+
+
+class ReportFormat(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+    vics = "vics"
+    summary = "summary"
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    vics = "vics"
+    text = "text"
+    threatexchange = "threatexchange"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vakta {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home", help="State folder (lists, cache). Default: $VAKTA_HOME or the user data folder."
+        ),
+    ] = None,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug).")
+    ] = 0,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ctx.obj = State(resolve_home(home))
+
+
+def _state(ctx: typer.Context) -> State:
+    state = ctx.find_object(State)
+    return state if state is not None else State(resolve_home(None))
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+@contextmanager
+def _output(path: Path | None) -> Iterator[IO[str]]:
+    if path is None or str(path) == "-":
+        yield sys.stdout
+        return
+    try:
+        with path.open("w", encoding="utf-8", newline="") as out:
+            yield out
+    except OSError as exc:
+        raise _fail(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _dump(obj: object, out: IO[str]) -> None:
+    out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+# --------------------------------------------------------------------------- hash
+
+
+@app.command("hash")
+def hash_command(
+    paths: Annotated[list[str], typer.Argument(help="Files (or folders, walked recursively) to hash.")],
+    follow_symlinks: Annotated[bool, typer.Option(help="Follow symbolic links.")] = False,
+) -> None:
+    """Print the digests and PDQ hash of files, one JSON object per line."""
+    options = HashOptions(trim_borders=False)
+    failed = False
+    for target in paths:
+        for item in source_for(target).items(target, follow_symlinks):
+            signals = hash_item(item, options)
+            if signals.skipped:
+                err.print(f"skipped {signals.path}: {signals.skipped}")
+                continue
+            failed |= bool(signals.errors)
+            _dump(signals.hash_fields(), sys.stdout)
+    raise typer.Exit(2 if failed else 0)
+
+
+# --------------------------------------------------------------------------- lists
+
+
+def _read_list(file: Path, fmt_name: str, kind: str | None) -> tuple[str, Iterator[ListRecord | ParseIssue]]:
+    try:
+        stream = file.open("rb")
+    except OSError as exc:
+        raise _fail(f"cannot read {file}: {exc.strerror or exc}") from None
+    head = stream.read(SNIFF_BYTES)
+    stream.seek(0)
+    fmt = detect(head, file.name) if fmt_name == "auto" else list_formats.get(fmt_name)
+
+    def parsed() -> Iterator[ListRecord | ParseIssue]:
+        with stream:
+            yield from fmt.parse(stream, kind)
+
+    return fmt.name, parsed()
+
+
+@lists_app.command("import")
+def lists_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="The list file.")],
+    name: Annotated[str, typer.Option("--name", help="Name of the list in the store (new or existing).")],
+    fmt: Annotated[ListFormatChoice, typer.Option("--format", help="File format.")] = ListFormatChoice.auto,
+    kind: Annotated[
+        KindChoice | None, typer.Option("--kind", help="Hash kind of bare values (plain text lists).")
+    ] = None,
+    ignore: Annotated[
+        bool, typer.Option("--ignore", help="A known-good list: matching files are skipped, not reported.")
+    ] = False,
+) -> None:
+    """Import a hash list into the local store (duplicates merged, bad lines reported)."""
+    if name == testsignature.LIST_NAME:
+        raise _fail(f"{name!r} is the built-in test list")
+    fmt_name, parsed = _read_list(file, fmt.value, kind.value if kind else None)
+    issues: list[ParseIssue] = []
+
+    def records() -> Iterator[ListRecord]:
+        for record in parsed:
+            if isinstance(record, ParseIssue):
+                issues.append(record)
+            else:
+                yield record
+
+    with ListStore(_state(ctx).home) as store:
+        try:
+            report = store.import_records(name, records(), str(file), fmt_name, IGNORE if ignore else DETECT)
+        except StoreError as exc:
+            raise _fail(str(exc)) from None
+        report.invalid = len(issues)
+        store.set_invalid_count(report)
+    for issue in issues[:MAX_ISSUES_SHOWN]:
+        err.print(f"{file}:{issue.line}: {issue.message}", markup=False)
+    if len(issues) > MAX_ISSUES_SHOWN:
+        err.print(f"... and {len(issues) - MAX_ISSUES_SHOWN} more invalid lines")
+    err.print(
+        f"{name}: {report.records} records read as {fmt_name}, {report.added} hashes added, "
+        f"{report.duplicates} duplicates merged, {report.invalid} invalid",
+        markup=False,
+    )
+    if report.records == 0:
+        raise _fail("no valid records in the file", 1)
+
+
+@lists_app.command("show")
+def lists_show(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+) -> None:
+    """Show the lists in the store, with their sizes and provenance."""
+    with ListStore(_state(ctx).home) as store:
+        infos = store.lists()
+    builtin_counts: dict[str, int] = {}
+    for rec in testsignature.records():
+        for k in rec.hashes:
+            builtin_counts[k] = builtin_counts.get(k, 0) + 1
+    rows = [
+        {
+            "name": testsignature.LIST_NAME,
+            "purpose": DETECT,
+            "builtin": True,
+            "counts": builtin_counts,
+            "imports": 0,
+            "last_import": None,
+        }
+    ]
+    rows += [
+        {
+            "name": i.name,
+            "purpose": i.purpose,
+            "builtin": False,
+            "counts": i.counts,
+            "imports": i.imports,
+            "last_import": i.last_import,
+        }
+        for i in infos
+    ]
+    if as_json:
+        for row in rows:
+            _dump(row, sys.stdout)
+        return
+    table = Table("list", "purpose", *HEX_LENGTHS, "imports", "last import")
+    for row in rows:
+        counts = row["counts"]
+        assert isinstance(counts, dict)
+        table.add_row(
+            str(row["name"]) + (" (built-in)" if row["builtin"] else ""),
+            str(row["purpose"]),
+            *(f"{counts.get(k, 0):,}" for k in HEX_LENGTHS),
+            str(row["imports"]),
+            str(row["last_import"] or "-"),
+        )
+    Console().print(table)
+
+
+@lists_app.command("remove")
+def lists_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="List to remove.")]) -> None:
+    """Remove a list and all its hashes from the store."""
+    with ListStore(_state(ctx).home) as store:
+        try:
+            store.remove(name)
+        except StoreError as exc:
+            raise _fail(str(exc)) from None
+    err.print(f"removed list {name}")
+
+
+@lists_app.command("export")
+def lists_export(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="List to export.")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="Output format.")] = ExportFormat.csv,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+    ] = None,
+) -> None:
+    """Write a list out in an exchange format."""
+    writer = list_formats.get(fmt.value)
+    if name == testsignature.LIST_NAME:
+        recs: Iterator[ListRecord] = iter(testsignature.records())
+        with _output(output) as out:
+            writer.export(recs, out, name)
+        return
+    with ListStore(_state(ctx).home) as store:
+        if name not in store.names():
+            raise _fail(f"no list named {name!r}")
+        with _output(output) as out:
+            writer.export(store.records(name), out, name)
+
+
+# --------------------------------------------------------------------------- scan
+
+
+def _load_index(home: Path, names: list[str] | None, test_list: bool) -> tuple[ListIndex, KnownGood]:
+    """The detection index and known-good digests for a scan."""
+    with ListStore(home) as store:
+        detect_lists = store.names(DETECT)
+        ignore_lists = store.names(IGNORE)
+        chosen = detect_lists if not names else [n for n in names if n != testsignature.LIST_NAME]
+        unknown = [n for n in chosen if n not in detect_lists and n not in ignore_lists]
+        if unknown:
+            raise _fail(f"no list named {', '.join(map(repr, unknown))} (see `vakta lists show`)")
+        if names:
+            ignore_lists = [n for n in chosen if n in ignore_lists] or ignore_lists
+            chosen = [n for n in chosen if n in detect_lists]
+        rows = list(store.entries(chosen))
+        known: dict[str, dict[str, str]] = {"md5": {}, "sha1": {}, "sha256": {}}
+        for row in store.entries(ignore_lists):
+            if row.kind in known:
+                known[row.kind].setdefault(row.value.hex(), row.list_name)
+    if test_list:
+        rows += testsignature.entry_rows()
+    return ListIndex.build(rows), KnownGood(known)
+
+
+@app.command("scan")
+def scan_command(
+    ctx: typer.Context,
+    paths: Annotated[list[str], typer.Argument(help="Files and folders to scan (recursively).")],
+    lists: Annotated[
+        list[str] | None, typer.Option("--list", help="Use only this list (repeatable). Default: all.")
+    ] = None,
+    fmt: Annotated[ReportFormat, typer.Option("--format", help="Report format.")] = ReportFormat.jsonl,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Report file (default: stdout).")
+    ] = None,
+    report_all: Annotated[
+        bool, typer.Option("--all", help="Report every file, not only matches and errors.")
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Hashing processes (default: one per core).")
+    ] = None,
+    threshold: Annotated[
+        int, typer.Option("--threshold", min=0, max=256, help="PDQ match distance (bits).")
+    ] = DEFAULT_THRESHOLD,
+    no_test_list: Annotated[
+        bool, typer.Option("--no-test-list", help="Do not match the built-in test signature.")
+    ] = False,
+    cache: Annotated[
+        bool, typer.Option("--cache", help="Reuse signals of unchanged files (kept in the Vakta home).")
+    ] = False,
+    follow_symlinks: Annotated[
+        bool, typer.Option(help="Follow symbolic links (loops are detected).")
+    ] = False,
+    trim_borders: Annotated[
+        bool, typer.Option(help="Also hash images with uniform borders trimmed (screenshots, padding).")
+    ] = True,
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress bar (default: when stderr is a terminal).")
+    ] = None,
+) -> None:
+    """Scan files for matches with the hash lists. Exit 1 on a match, 2 on read errors, else 0."""
+    home = _state(ctx).home
+    index, known_good = _load_index(home, lists, not no_test_list)
+    options = HashOptions(trim_borders=trim_borders)
+    signal_cache = SignalCache(home / "scan-cache.sqlite", options.fingerprint()) if cache else None
+    scanner = Scanner(
+        Matcher(index, threshold),
+        options,
+        known_good if known_good else None,
+        signal_cache,
+        workers or default_workers(),
+        follow_symlinks,
+    )
+    sink = sinks.get(fmt.value)
+    show_progress = err.is_terminal if progress is None else progress
+    log.info("scanning with %d hashes from %d lists", len(index), len(index.list_names))
+    try:
+        with _output(output) as out, ScanProgress(err, show_progress) as bar:
+            writer = sink.open(out)
+            for finding in scanner.scan(paths):
+                bar.update(scanner.stats, scanner.discovered, finding)
+                if report_all or sink.wants_all or _reportable(finding):
+                    writer.write(finding)
+            writer.close(scanner.stats)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/yellow]")
+        raise typer.Exit(130) from None
+    finally:
+        if signal_cache:
+            signal_cache.close()
+    _print_summary(scanner)
+    raise typer.Exit(scanner.stats.exit_code)
+
+
+def _reportable(finding: Finding) -> bool:
+    return finding.matched or finding.failed
+
+
+def _print_summary(scanner: Scanner) -> None:
+    s = scanner.stats.to_dict()
+    err.print(
+        f"{s['files']:,} files, {s['bytes'] / 1e6:,.1f} MB, [bold]{s['matched_files']:,} matched[/bold], "
+        f"{s['errors']:,} errors, {s['skipped']:,} skipped, {s['known_good']:,} known-good, "
+        f"{s['cache_hits']:,} cache hits in {s['elapsed_s']:.1f} s "
+        f"({s['files_per_s']:,.1f} files/s, {s['mb_per_s']:,.1f} MB/s)"
+    )
+
+
+# --------------------------------------------------------------------------- test signature
+
+
+@app.command("testfile")
+def testfile_command(
+    out: Annotated[Path, typer.Argument(help="Where to write the test image (.jpg).")],
+) -> None:
+    """Write the harmless built-in test image, which every scan reports (list vakta-test)."""
+    try:
+        out.write_bytes(testsignature.image_bytes())
+    except OSError as exc:
+        raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
+    err.print(f"wrote the Vakta test signature to {out} (harmless; matches list {testsignature.LIST_NAME})")
+
+
+@app.command("selftest")
+def selftest_command() -> None:
+    """Prove hashing and matching work: the test image and an altered copy must both match."""
+    from vakta.selftest import run_selftest
+
+    results = run_selftest()
+    for name, matches in results.items():
+        how = ", ".join(f"{m.signal} distance {m.distance}" for m in matches) or "NO MATCH"
+        err.print(f"{'ok  ' if matches else 'FAIL'} {name}: {how}")
+    passed = all(results.values())
+    err.print("[green]selftest passed[/green]" if passed else "[red]selftest failed[/red]")
+    raise typer.Exit(0 if passed else 1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

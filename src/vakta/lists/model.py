@@ -1,0 +1,43 @@
+"""What a hash list is made of, independent of the file format it came in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class ListRecord:
+    """One known media item as a list describes it: one or more hashes plus metadata.
+
+    ``hashes`` maps a kind from :data:`vakta.signals.kinds.HEX_LENGTHS` to its
+    normalised (lower-case hex) value.  ``line`` is where the record starts in
+    the source file, for error reports.
+    """
+
+    hashes: dict[str, str]
+    entry_id: str | None = None
+    category: str | None = None
+    line: int = 0
+    pdq_quality: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParseIssue:
+    """A line (or record) of a list file that could not be used, and why."""
+
+    line: int
+    message: str
+
+
+@dataclass(slots=True)
+class StoredEntry:
+    """A record as the store returns it, with its provenance, for export and reports."""
+
+    list_name: str
+    kind: str
+    value: str
+    entry_id: str | None
+    category: str | None
+    source_format: str
+    imported_at: str
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,263 @@
+"""The local hash-list store: one SQLite file under the Vakta home folder.
+
+Each hash is a row keyed on (list, kind, value), so re-importing a list or a
+daily delta merges duplicates instead of growing the store.  Every row points
+at the import it came from, which records the source format and time: that is
+the provenance a finding reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+
+from vakta.lists.model import ListRecord
+
+log = logging.getLogger(__name__)
+
+DETECT = "detect"
+IGNORE = "ignore"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lists (
+    id INTEGER PRIMARY KEY,
+    name TEXT UNIQUE NOT NULL,
+    purpose TEXT NOT NULL CHECK (purpose IN ('detect', 'ignore')),
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS imports (
+    id INTEGER PRIMARY KEY,
+    list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+    source TEXT NOT NULL,
+    format TEXT NOT NULL,
+    imported_at TEXT NOT NULL,
+    records INTEGER NOT NULL DEFAULT 0,
+    added INTEGER NOT NULL DEFAULT 0,
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    invalid INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS entries (
+    list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    value BLOB NOT NULL,
+    entry_id TEXT,
+    category TEXT,
+    quality INTEGER,
+    import_id INTEGER NOT NULL REFERENCES imports(id),
+    PRIMARY KEY (list_id, kind, value)
+) WITHOUT ROWID;
+"""
+
+_UPSERT = """
+INSERT INTO entries (list_id, kind, value, entry_id, category, quality, import_id)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (list_id, kind, value) DO UPDATE SET
+    entry_id = COALESCE(entries.entry_id, excluded.entry_id),
+    category = COALESCE(entries.category, excluded.category),
+    quality = COALESCE(entries.quality, excluded.quality)
+"""
+
+_BATCH = 50_000
+
+
+class StoreError(Exception):
+    """A request the store cannot carry out (unknown list, purpose clash...)."""
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """What one import did; ``invalid`` is filled by the caller from the parser's issues."""
+
+    list_name: str
+    format: str
+    records: int = 0
+    added: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+
+
+@dataclass(slots=True)
+class ListInfo:
+    name: str
+    purpose: str
+    created_at: str
+    counts: dict[str, int] = field(default_factory=dict)
+    imports: int = 0
+    last_import: str | None = None
+    builtin: bool = False
+
+    @property
+    def size(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRow:
+    """One stored hash with its provenance, as the matcher and exporters read it."""
+
+    list_name: str
+    kind: str
+    value: bytes
+    entry_id: str | None
+    category: str | None
+    quality: int | None
+    source_format: str
+    imported_at: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class ListStore:
+    """Hash lists kept in ``<home>/lists.sqlite``."""
+
+    def __init__(self, home: Path) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        self.path = home / "lists.sqlite"
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("PRAGMA foreign_keys = ON")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> ListStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _list_id(self, name: str) -> tuple[int, str] | None:
+        row = self._db.execute("SELECT id, purpose FROM lists WHERE name = ?", (name,)).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+    def import_records(
+        self, name: str, records: Iterable[ListRecord], source: str, fmt: str, purpose: str = DETECT
+    ) -> ImportReport:
+        """Add records to list ``name`` (created if new) in one transaction."""
+        report = ImportReport(name, fmt)
+        with self._db:
+            found = self._list_id(name)
+            if found and found[1] != purpose:
+                raise StoreError(
+                    f"list {name!r} exists as a {found[1]} list; remove it first to import it as {purpose}"
+                )
+            if found is None:
+                cur = self._db.execute(
+                    "INSERT INTO lists (name, purpose, created_at) VALUES (?, ?, ?)", (name, purpose, _now())
+                )
+                list_id = int(cur.lastrowid or 0)
+            else:
+                list_id = found[0]
+            cur = self._db.execute(
+                "INSERT INTO imports (list_id, source, format, imported_at) VALUES (?, ?, ?, ?)",
+                (list_id, source, fmt, _now()),
+            )
+            import_id = int(cur.lastrowid or 0)
+            before = self._count(list_id)
+            rows = 0
+            for batch in _batched(_rows(records, list_id, import_id, report), _BATCH):
+                self._db.executemany(_UPSERT, batch)
+                rows += len(batch)
+            report.added = self._count(list_id) - before
+            report.duplicates = rows - report.added
+            self._db.execute(
+                "UPDATE imports SET records = ?, added = ?, duplicates = ? WHERE id = ?",
+                (report.records, report.added, report.duplicates, import_id),
+            )
+        return report
+
+    def set_invalid_count(self, report: ImportReport) -> None:
+        with self._db:
+            self._db.execute(
+                "UPDATE imports SET invalid = ? WHERE id = (SELECT MAX(i.id) FROM imports i "
+                "JOIN lists l ON l.id = i.list_id WHERE l.name = ?)",
+                (report.invalid, report.list_name),
+            )
+
+    def _count(self, list_id: int) -> int:
+        return int(
+            self._db.execute("SELECT COUNT(*) FROM entries WHERE list_id = ?", (list_id,)).fetchone()[0]
+        )
+
+    def remove(self, name: str) -> None:
+        found = self._list_id(name)
+        if found is None:
+            raise StoreError(f"no list named {name!r}")
+        with self._db:
+            self._db.execute("DELETE FROM entries WHERE list_id = ?", (found[0],))
+            self._db.execute("DELETE FROM imports WHERE list_id = ?", (found[0],))
+            self._db.execute("DELETE FROM lists WHERE id = ?", (found[0],))
+
+    def lists(self) -> list[ListInfo]:
+        infos: dict[str, ListInfo] = {}
+        for name, purpose, created in self._db.execute(
+            "SELECT name, purpose, created_at FROM lists ORDER BY name"
+        ):
+            infos[name] = ListInfo(name, purpose, created)
+        for name, kind, count in self._db.execute(
+            "SELECT l.name, e.kind, COUNT(*) FROM entries e JOIN lists l ON l.id = e.list_id "
+            "GROUP BY l.name, e.kind"
+        ):
+            infos[name].counts[kind] = int(count)
+        for name, count, last in self._db.execute(
+            "SELECT l.name, COUNT(*), MAX(i.imported_at) FROM imports i JOIN lists l ON l.id = i.list_id "
+            "GROUP BY l.name"
+        ):
+            infos[name].imports = int(count)
+            infos[name].last_import = last
+        return list(infos.values())
+
+    def names(self, purpose: str | None = None) -> list[str]:
+        return [i.name for i in self.lists() if purpose is None or i.purpose == purpose]
+
+    def entries(self, names: Iterable[str]) -> Iterator[EntryRow]:
+        """All hashes of the named lists with their provenance."""
+        for name in names:
+            if self._list_id(name) is None:
+                raise StoreError(f"no list named {name!r}")
+            yield from (
+                EntryRow(name, kind, bytes(value), eid, cat, quality, fmt, at)
+                for kind, value, eid, cat, quality, fmt, at in self._db.execute(
+                    "SELECT e.kind, e.value, e.entry_id, e.category, e.quality, i.format, i.imported_at "
+                    "FROM entries e JOIN lists l ON l.id = e.list_id JOIN imports i ON i.id = e.import_id "
+                    "WHERE l.name = ? ORDER BY e.entry_id, e.kind",
+                    (name,),
+                )
+            )
+
+    def records(self, name: str) -> Iterator[ListRecord]:
+        """The list regrouped into records: hashes sharing an entry id form one record."""
+        current: ListRecord | None = None
+        for row in self.entries([name]):
+            value = row.value.hex()
+            if current is not None and row.entry_id is not None and row.entry_id == current.entry_id:
+                current.hashes[row.kind] = value
+                continue
+            if current is not None:
+                yield current
+            current = ListRecord({row.kind: value}, row.entry_id, row.category, 0, row.quality)
+        if current is not None:
+            yield current
+
+
+def _rows(
+    records: Iterable[ListRecord], list_id: int, import_id: int, report: ImportReport
+) -> Iterator[tuple[object, ...]]:
+    for record in records:
+        report.records += 1
+        for kind, value in record.hashes.items():
+            quality = record.pdq_quality if kind == "pdq" else None
+            yield (list_id, kind, bytes.fromhex(value), record.entry_id, record.category, quality, import_id)
+
+
+def _batched(rows: Iterator[tuple[object, ...]], size: int) -> Iterator[list[tuple[object, ...]]]:
+    while batch := list(islice(rows, size)):
+        yield batch

@@ -1,0 +1,1 @@
+"""Matchers: compare an item's signals with the loaded hash lists."""

@@ -1,0 +1,200 @@
+"""The scan pipeline: sources -> items -> hashers -> signals -> matcher -> findings.
+
+Hashing runs in worker processes (it is CPU-bound and the GIL would serialise
+it); matching stays in this process, where the list index lives once.  Every
+item ends as exactly one finding, whatever goes wrong with it: a crashed
+worker, a vanished file or a hostile image is an error on that item only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+
+from vakta.cache import SignalCache
+from vakta.findings import Finding
+from vakta.items import Item, ItemChangedError
+from vakta.matching.matcher import Matcher
+from vakta.signals.compute import compute_signals
+from vakta.signals.model import HashOptions, Signals
+from vakta.sources import source_for
+from vakta.stats import ScanStats
+
+log = logging.getLogger(__name__)
+
+
+class KnownGood:
+    """Digests on known-good (``--ignore``) lists: such files are skipped before any decode."""
+
+    def __init__(self, digests: dict[str, dict[str, str]]) -> None:
+        self._digests = digests  # kind -> hex -> list name
+
+    def __bool__(self) -> bool:
+        return any(self._digests.values())
+
+    def __call__(self, signals: Signals) -> str | None:
+        for kind, known in self._digests.items():
+            value = getattr(signals, kind, None)
+            if value and value in known:
+                return known[value]
+        return None
+
+
+# Worker-process state, set once by the pool initializer.
+_worker_options = HashOptions()
+_worker_known_good: KnownGood | None = None
+
+
+def _init_worker(options: HashOptions, known_good: KnownGood | None) -> None:
+    global _worker_options, _worker_known_good
+    _worker_options = options
+    _worker_known_good = known_good
+
+
+def hash_item(item: Item, options: HashOptions, known_good: KnownGood | None = None) -> Signals:
+    """Read and hash one item; every failure is recorded on the returned signals."""
+    path, path_b64 = item.display
+    signals = Signals(path=path, path_b64=path_b64)
+    if item.error or item.skip:
+        signals.errors += [item.error] if item.error else []
+        signals.skipped = item.skip
+        return signals
+    try:
+        with item.open() as stream:
+            compute_signals(stream, signals, options, known_good)
+            if item.ino and item.changed_since_listing(stream):
+                signals.errors.append("file changed while it was being read")
+    except ItemChangedError as exc:
+        signals.errors.append(str(exc))
+    except OSError as exc:
+        signals.errors.append(f"cannot read: {exc.strerror or exc}")
+    return signals
+
+
+def _hash_in_worker(item: Item) -> Signals:
+    return hash_item(item, _worker_options, _worker_known_good)
+
+
+ProgressCallback = Callable[[Finding, ScanStats, int], None]
+
+
+@dataclass
+class Scanner:
+    """Scans targets and yields one finding per item, in completion order."""
+
+    matcher: Matcher
+    options: HashOptions = field(default_factory=HashOptions)
+    known_good: KnownGood | None = None
+    cache: SignalCache | None = None
+    workers: int = 1
+    follow_symlinks: bool = False
+    stats: ScanStats = field(default_factory=ScanStats)
+    discovered: int = 0
+
+    def items(self, targets: Iterable[str]) -> Iterator[Item]:
+        for target in targets:
+            for item in source_for(target).items(target, self.follow_symlinks):
+                self.discovered += 1
+                yield item
+
+    def scan(self, targets: Iterable[str]) -> Iterator[Finding]:
+        self.stats = ScanStats()
+        pending = self._from_cache(self.items(targets))
+        signals_iter = self._hash_parallel(pending) if self.workers > 1 else self._hash_serial(pending)
+        for item, signals in signals_iter:
+            finding = self._finish(item, signals)
+            self.stats.add(finding)
+            yield finding
+        if self.cache:
+            self.cache.flush()
+
+    def _from_cache(self, items: Iterator[Item]) -> Iterator[tuple[Item, Signals | None]]:
+        for item in items:
+            cached = None
+            if self.cache and not (item.error or item.skip):
+                cached = self.cache.get(item.cache_key)
+                if cached is not None:
+                    cached.path, cached.path_b64 = item.display
+                    if self.known_good and (name := self.known_good(cached)):
+                        cached.skipped = f"on known-good list {name!r}"
+                        cached.pdq_queries = []
+            yield item, cached
+
+    def _finish(self, item: Item, signals: Signals) -> Finding:
+        if self.cache and not signals.cached and not (item.error or item.skip):
+            self.cache.put(item.cache_key, signals)
+        if signals.skipped:
+            return Finding(signals)
+        return Finding(signals, self.matcher.match(signals))
+
+    def _hash_serial(self, pending: Iterator[tuple[Item, Signals | None]]) -> Iterator[tuple[Item, Signals]]:
+        for item, cached in pending:
+            yield item, cached or hash_item(item, self.options, self.known_good)
+
+    def _hash_parallel(
+        self, pending: Iterator[tuple[Item, Signals | None]]
+    ) -> Iterator[tuple[Item, Signals]]:
+        window = self.workers * 8
+        in_flight: dict[Future[Signals], Item] = {}
+        pool = self._new_pool()
+        try:
+            exhausted = False
+            while in_flight or not exhausted:
+                while not exhausted and len(in_flight) < window:
+                    nxt = next(pending, None)
+                    if nxt is None:
+                        exhausted = True
+                        break
+                    item, cached = nxt
+                    if cached is not None or item.error or item.skip:
+                        yield item, cached or hash_item(item, self.options)
+                        continue
+                    in_flight[pool.submit(_hash_in_worker, item)] = item
+                if not in_flight:
+                    continue
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                suspects: list[Item] = []
+                for future in done:
+                    item = in_flight.pop(future)
+                    try:
+                        yield item, future.result()
+                    except BrokenProcessPool:
+                        suspects.append(item)
+                if suspects:
+                    # One item killed its worker and the pool with it: retry every
+                    # item that was in flight alone, so only the culprit fails.
+                    suspects += in_flight.values()
+                    in_flight.clear()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = self._new_pool()
+                    for item in suspects:
+                        signals, pool = self._isolated(pool, item)
+                        yield item, signals
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _isolated(self, pool: ProcessPoolExecutor, item: Item) -> tuple[Signals, ProcessPoolExecutor]:
+        try:
+            return pool.submit(_hash_in_worker, item).result(), pool
+        except BrokenProcessPool:
+            pool.shutdown(wait=False, cancel_futures=True)
+            return _crashed(item), self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.workers, initializer=_init_worker, initargs=(self.options, self.known_good)
+        )
+
+
+def _crashed(item: Item) -> Signals:
+    path, path_b64 = item.display
+    log.error("hashing process died on %s", path)
+    return Signals(path=path, path_b64=path_b64, errors=["hashing process crashed on this item"])
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))

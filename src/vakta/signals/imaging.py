@@ -1,0 +1,145 @@
+"""Decode image bytes to the luma plane PDQ hashes, safely and fast.
+
+Pixels are hashed as stored (EXIF orientation is ignored, as the reference
+does); rotations are covered by matching all eight dihedral hashes instead.
+Every Pillow mode is converted to true luma, so palette, CMYK, 16-bit and
+alpha images hash like the picture they show.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from vakta.signals.pdq import window_size
+
+try:  # HEIC/HEIF support is optional at run time but declared as a dependency
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+except ImportError:  # pragma: no cover - exercised only on broken installs
+    pass
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+#: Largest image (in pixels) Vakta decodes; larger ones are reported as
+#: decompression bombs.  Pillow's own default is 89 MP; photos from modern
+#: phones and scans reach 50-200 MP, so allow more but stay bounded.
+DEFAULT_MAX_PIXELS = 250_000_000
+
+#: JPEGs are decoded at 1/2, 1/4 or 1/8 scale while the scale stays this many
+#: times smaller than PDQ's box-filter width: the filter then dominates the
+#: decoder's own averaging and the hash stays within about a bit of the
+#: full-resolution one (see bench/hashing.py).
+JPEG_SCALE_MARGIN = 2.5
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+LumaArray = NDArray[np.float32]
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not a decodable image, or decoding them is unsafe."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedLuma:
+    """A luma plane and how it relates to the stored image.
+
+    ``scale`` is the JPEG reduction used (1 = full size): each luma pixel
+    stands for ``scale`` x ``scale`` stored pixels.
+    """
+
+    luma: LumaArray
+    width: int
+    height: int
+    scale: int
+    format: str
+
+
+def _jpeg_scale(width: int, height: int) -> int:
+    limit = window_size(min(width, height)) / JPEG_SCALE_MARGIN
+    for scale in (8, 4, 2):
+        if scale <= limit:
+            return scale
+    return 1
+
+
+def _rgb_luma(rgb: NDArray[np.uint8]) -> LumaArray:
+    result: LumaArray = rgb[..., :3].astype(np.float32) @ _LUMA
+    return result
+
+
+def _to_luma(im: Image.Image) -> LumaArray:
+    mode = im.mode
+    if mode == "L":
+        return np.asarray(im, dtype=np.float32)
+    if mode in ("RGB", "RGBA", "RGBX"):
+        # Alpha is dropped, not composited: that is what the reference hashes.
+        return _rgb_luma(np.asarray(im))
+    if mode in ("LA", "La"):
+        return np.asarray(im.getchannel(0), dtype=np.float32)
+    if mode.startswith("I") or mode == "F":
+        return _wide_luma(im)
+    if mode == "LAB":
+        return np.asarray(im.getchannel(0), dtype=np.float32)
+    return _rgb_luma(np.asarray(im.convert("RGB")))
+
+
+def _wide_luma(im: Image.Image) -> LumaArray:
+    """16/32-bit integer and float images: scale their range to 0-255."""
+    plane = np.asarray(im, dtype=np.float32)
+    if plane.ndim == 3:
+        plane = plane[..., 0]
+    top = float(plane.max()) if plane.size else 0.0
+    if im.mode == "F" and 0.0 <= top <= 1.0:
+        plane = plane * 255.0
+    elif top > 255.0:
+        plane = plane * (255.0 / (65535.0 if top <= 65535.0 else top))
+    result: LumaArray = np.clip(plane, 0.0, 255.0)
+    return result
+
+
+def decode_luma(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, reduce_jpeg: bool = True) -> DecodedLuma:
+    """Decode the first frame of an image to luma; raise :class:`ImageDecodeError` on any failure."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            width, height = im.size
+            if width <= 0 or height <= 0:
+                raise ImageDecodeError(f"image has no pixels ({width}x{height})")
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    f"decompression bomb: {width}x{height} is over the {max_pixels:,} pixel limit"
+                )
+            scale = 1
+            if reduce_jpeg and im.format == "JPEG" and im.mode in ("RGB", "L"):
+                wanted = _jpeg_scale(width, height)
+                if wanted > 1:
+                    im.draft("L", (width // wanted, height // wanted))
+                    scale = max(1, round(width / im.size[0]))
+            im.load()
+            luma = _to_luma(im)
+            fmt = im.format or "unknown"
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"decompression bomb: {exc}") from None
+    except MemoryError:
+        raise ImageDecodeError("image too large to decode in memory") from None
+    except Exception as exc:  # Pillow raises many types for hostile input
+        raise ImageDecodeError(_describe(exc)) from None
+    return DecodedLuma(np.ascontiguousarray(luma), width, height, scale, fmt)
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, UnidentifiedImageError):
+        return "not a decodable image"
+    return f"image decode failed: {text}"

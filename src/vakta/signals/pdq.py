@@ -1,0 +1,191 @@
+"""PDQ perceptual hash, computed with numpy and equivalent to Meta's reference.
+
+The reference blurs the full-resolution luma with two passes of a box filter
+("Jarosz filter") along each axis, then samples a 64x64 grid.  Both steps are
+linear and separable, so the 64x64 grid equals ``A_rows @ luma @ A_cols.T``
+where each ``A`` holds, for the 64 sampled rows, the weights the two box
+passes give every input row.  Two small matrix products replace a filter pass
+over every pixel, which is what makes hashing fast without changing the
+result beyond float rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from numpy.typing import NDArray
+
+HASH_BITS = 256
+HASH_HEX_LEN = HASH_BITS // 4
+_GRID = 64
+_DCT_SIZE = 16
+_BOX_PASSES = 2
+
+#: Names of the eight dihedral transforms, in the order :func:`dihedral_hashes`
+#: returns them.  Each names how the query image differs from the image whose
+#: hash it matches (``rotate90``: the query is the original turned 90 degrees
+#: counter-clockwise, as ``PIL.Image.Transpose.ROTATE_90``).
+TRANSFORMS = (
+    "original",
+    "rotate270",
+    "rotate180",
+    "rotate90",
+    "mirror",
+    "flip",
+    "transpose",
+    "transverse",
+)
+
+FloatArray = NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class PdqHash:
+    """A 256-bit PDQ hash as 64 lower-case hex characters, with its quality (0-100)."""
+
+    hex: str
+    quality: int
+
+
+def window_size(length: int) -> int:
+    """Box-filter width the reference uses for an axis of ``length`` pixels."""
+    return (length + 2 * _GRID - 1) // (2 * _GRID)
+
+
+def _box_window_bounds(length: int, width: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """First and last input index each output of one reference box pass averages."""
+    half = (width + 2) // 2
+    before = width - half
+    after = half - 1
+    idx = np.arange(length)
+    return np.maximum(idx - before, 0), np.minimum(idx + after, length - 1)
+
+
+def _apply_box_transpose(weights: NDArray[np.float64], width: int) -> NDArray[np.float64]:
+    """Return ``weights @ M`` where ``M`` is one reference box pass as a matrix."""
+    length = weights.shape[1]
+    lo, hi = _box_window_bounds(length, width)
+    scaled = weights / (hi - lo + 1)
+    # Column j of M is non-zero for the outputs k whose window covers j:
+    # k in [j - after, j + before]; a prefix sum gives those sums for all j.
+    half = (width + 2) // 2
+    before = width - half
+    after = half - 1
+    prefix = np.zeros((weights.shape[0], length + 1))
+    np.cumsum(scaled, axis=1, out=prefix[:, 1:])
+    j = np.arange(length)
+    start = np.maximum(j - after, 0)
+    stop = np.minimum(j + before, length - 1) + 1
+    result: NDArray[np.float64] = prefix[:, stop] - prefix[:, start]
+    return result
+
+
+@lru_cache(maxsize=256)
+def sampling_matrix(length: int, scale: int = 1, full_length: int | None = None) -> FloatArray:
+    """Weights (64 x ``length``) mapping an axis of luma to the reference's 64 samples.
+
+    For an axis decoded at 1/``scale`` (``full_length`` stored pixels shown as
+    ``length``), the full-size weights are summed over each reduced pixel's
+    block, so the blur and sample positions stay those of the stored image.
+    """
+    full = length * scale if full_length is None else full_length
+    rows = ((np.arange(_GRID) + 0.5) * full / _GRID).astype(np.int64)
+    weights = np.zeros((_GRID, max(full, length * scale)))
+    weights[np.arange(_GRID), rows] = 1.0
+    width = window_size(full)
+    for _ in range(_BOX_PASSES):
+        weights[:, :full] = _apply_box_transpose(weights[:, :full], width)
+    if scale > 1:
+        weights = weights[:, : length * scale].reshape(_GRID, length, scale).sum(axis=2)
+    return weights.astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _dct_matrix() -> NDArray[np.float64]:
+    i = np.arange(1, _DCT_SIZE + 1)[:, None]
+    j = np.arange(_GRID)[None, :]
+    matrix: NDArray[np.float64] = np.sqrt(2.0 / _GRID) * np.cos((np.pi / 2 / _GRID) * i * (2 * j + 1))
+    return matrix
+
+
+def grid64(luma: FloatArray, scale: int = 1, full_shape: tuple[int, int] | None = None) -> FloatArray:
+    """Blur and sample a luma image (values 0-255) to the reference's 64x64 grid.
+
+    ``scale`` and ``full_shape`` (stored height, width) describe a reduced decode.
+    """
+    full_rows, full_cols = full_shape if full_shape else (None, None)
+    rows = sampling_matrix(luma.shape[0], scale, full_rows)
+    cols = sampling_matrix(luma.shape[1], scale, full_cols)
+    result: FloatArray = rows @ (luma @ cols.T)
+    return result
+
+
+def quality(grid: FloatArray) -> int:
+    """The reference's image-domain quality: summed gradients of the 64x64 grid."""
+    g = grid.astype(np.float32)
+    down = np.trunc((g[:-1, :] - g[1:, :]) * 100 / 255)
+    across = np.trunc((g[:, :-1] - g[:, 1:]) * 100 / 255)
+    total = int(np.abs(down).sum() + np.abs(across).sum())
+    return min(100, total // 90)
+
+
+def dct16(grid: FloatArray) -> NDArray[np.float64]:
+    """The 16x16 low-frequency DCT coefficients (without DC) the hash thresholds."""
+    d = _dct_matrix()
+    result: NDArray[np.float64] = d @ grid.astype(np.float64) @ d.T
+    return result
+
+
+def _bits_to_hex(coeffs: NDArray[np.float64]) -> str:
+    flat = coeffs.ravel()
+    median = np.partition(flat, HASH_BITS // 2 - 1)[HASH_BITS // 2 - 1]
+    # Bit k = row * 16 + col; the reference prints 16-bit words from the
+    # highest down, so the hex string reads the bits in reverse order.
+    bits = (flat > median)[::-1]
+    return np.packbits(bits).tobytes().hex()
+
+
+_ALT = (-1.0) ** np.arange(1, _DCT_SIZE + 1)  # sign of each frequency under a flip
+
+
+def dihedral_coefficients(coeffs: NDArray[np.float64]) -> list[NDArray[np.float64]]:
+    """DCT coefficients of the eight rotations/flips, in :data:`TRANSFORMS` order.
+
+    Flipping an axis negates its odd-index cosines and a transpose swaps axes, so
+    all eight hashes come from one DCT (as the reference's dihedral mode does).
+    Entry ``k`` is the hash of the image undone by transform ``k``: it matches
+    the original when the query is the original under ``TRANSFORMS[k]``.
+    """
+    b = coeffs
+    fx = b * _ALT[None, :]  # mirror left-right
+    fy = b * _ALT[:, None]  # flip top-bottom
+    fxy = fx * _ALT[:, None]
+    return [b, fx.T, fxy, fy.T, fx, fy, b.T, fxy.T]
+
+
+def hash_luma(luma: FloatArray, scale: int = 1, full_shape: tuple[int, int] | None = None) -> PdqHash:
+    """PDQ hash of a luma image (see :func:`grid64` for the reduced-decode arguments)."""
+    grid = grid64(luma, scale, full_shape)
+    return PdqHash(_bits_to_hex(dct16(grid)), quality(grid))
+
+
+def dihedral_hashes(
+    luma: FloatArray, scale: int = 1, full_shape: tuple[int, int] | None = None
+) -> tuple[list[str], int]:
+    """The eight dihedral PDQ hashes (see :data:`TRANSFORMS`) and the shared quality."""
+    grid = grid64(luma, scale, full_shape)
+    return [_bits_to_hex(c) for c in dihedral_coefficients(dct16(grid))], quality(grid)
+
+
+def hex_to_bytes(value: str) -> bytes:
+    """Validate a PDQ hex string and return its 32 bytes."""
+    if len(value) != HASH_HEX_LEN:
+        raise ValueError(f"PDQ hash must be {HASH_HEX_LEN} hex characters, got {len(value)}")
+    return bytes.fromhex(value)
+
+
+def hamming(a: str, b: str) -> int:
+    """Bit distance between two PDQ hex strings."""
+    return (int(a, 16) ^ int(b, 16)).bit_count()
