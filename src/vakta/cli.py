@@ -146,7 +146,7 @@ def hash_command(
     follow_symlinks: Annotated[bool, typer.Option(help="Follow symbolic links.")] = False,
 ) -> None:
     """Print the digests and PDQ hash of files, one JSON object per line."""
-    options = HashOptions(trim_borders=False)
+    options = HashOptions(extra_queries=False)
     failed = False
     for target in paths:
         for item in source_for(target).items(target, follow_symlinks):
@@ -363,8 +363,9 @@ def scan_command(
     follow_symlinks: Annotated[
         bool, typer.Option(help="Follow symbolic links (loops are detected).")
     ] = False,
-    trim_borders: Annotated[
-        bool, typer.Option(help="Also hash images with uniform borders trimmed (screenshots, padding).")
+    extra_queries: Annotated[
+        bool,
+        typer.Option(help="Also look up upscaled and border-trimmed variants (resized copies, screenshots)."),
     ] = True,
     progress: Annotated[
         bool | None, typer.Option(help="Progress bar (default: when stderr is a terminal).")
@@ -373,7 +374,7 @@ def scan_command(
     """Scan files for matches with the hash lists. Exit 1 on a match, 2 on read errors, else 0."""
     home = _state(ctx).home
     index, known_good = _load_index(home, lists, not no_test_list)
-    options = HashOptions(trim_borders=trim_borders)
+    options = HashOptions(extra_queries=extra_queries)
     signal_cache = SignalCache(home / "scan-cache.sqlite", options.fingerprint()) if cache else None
     scanner = Scanner(
         Matcher(index, threshold),

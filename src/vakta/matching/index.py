@@ -19,6 +19,8 @@ from vakta.signals.kinds import DIGEST_KINDS, HEX_LENGTHS
 #: Reference PDQ settings: match at distance <= 31, both hashes of quality >= 50.
 DEFAULT_THRESHOLD = 31
 MIN_QUALITY = 50
+#: Query x entry pairs compared per numpy step (bounds memory to a few MB).
+_CHUNK_CELLS = 1 << 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +76,12 @@ class PdqIndex:
         q = np.frombuffer(b"".join(bytes.fromhex(h) for h in queries), dtype=">u8").astype(np.uint64)
         q = q.reshape(-1, 4)
         hits: list[tuple[int, int, int]] = []
-        for qi in range(q.shape[0]):
-            dist = np.bitwise_count(self._hashes ^ q[qi]).sum(axis=1, dtype=np.int32)
-            rows = np.flatnonzero(dist <= threshold)
-            hits.extend((qi, int(r), int(dist[r])) for r in rows)
+        step = max(1, _CHUNK_CELLS // q.shape[0])
+        for start in range(0, len(self._hashes), step):
+            block = self._hashes[start : start + step]
+            dist = np.bitwise_count(q[:, None, :] ^ block[None, :, :]).sum(axis=2, dtype=np.int16)
+            qi, rows = np.nonzero(dist <= threshold)
+            hits.extend(zip(qi.tolist(), (rows + start).tolist(), dist[qi, rows].tolist(), strict=True))
         return hits
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from vakta.matching.index import DEFAULT_THRESHOLD, MIN_QUALITY, EntryMeta, ListIndex
 from vakta.signals.kinds import DIGEST_KINDS
-from vakta.signals.model import Signals
+from vakta.signals.model import PdqQuery, Signals
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,12 @@ class Matcher:
         return matches
 
     def _match_pdq(self, signals: Signals) -> list[Match]:
-        queries = [q for q in signals.pdq_queries if q.quality >= self.min_quality]
+        # Variants often coincide (an image without borders...): look each hash up once.
+        unique: dict[str, PdqQuery] = {}
+        for q in signals.pdq_queries:
+            if q.quality >= self.min_quality:
+                unique.setdefault(q.hex, q)
+        queries = list(unique.values())
         if not queries or not len(self.index.pdq):
             return []
         best: dict[int, tuple[int, int]] = {}  # entry row -> (distance, query index)

@@ -24,7 +24,8 @@ class HashOptions:
     #: Files larger than this are digested but not decoded.
     max_decode_bytes: int = 512 * 1024 * 1024
     reduce_jpeg: bool = True
-    trim_borders: bool = True
+    #: Query-side variants (upscaled, border-trimmed) beside the eight rotations.
+    extra_queries: bool = True
 
     def fingerprint(self) -> str:
         return "v1:" + ",".join(f"{k}={v}" for k, v in sorted(asdict(self).items()))

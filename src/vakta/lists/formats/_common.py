@@ -9,6 +9,7 @@ file name column never loses the hash next to it.
 from __future__ import annotations
 
 import csv
+import itertools
 from collections.abc import Iterable, Iterator
 from typing import IO
 
@@ -83,6 +84,22 @@ def text_lines(stream: IO[bytes]) -> Iterator[str]:
             yield raw.decode("utf-8")
         except UnicodeDecodeError:
             yield raw.decode("latin-1")
+
+
+def split_preamble(lines: Iterator[str]) -> tuple[list[str], Iterator[str]]:
+    """The lines up to and including the first content line, and an iterator over all lines.
+
+    Formats that decide how to read a file from its first content line (a CSV
+    header) look at ``preamble[-1]`` and still read every line from the start,
+    so line numbers stay true.
+    """
+    preamble: list[str] = []
+    for line in lines:
+        preamble.append(line)
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            break
+    return preamble, itertools.chain(preamble, lines)
 
 
 def kind_issue(kind: str | None) -> ParseIssue | None:

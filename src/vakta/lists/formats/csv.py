@@ -9,7 +9,6 @@ semicolon (the spreadsheet default in much of Europe) are all recognised.
 from __future__ import annotations
 
 import csv
-import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -21,6 +20,7 @@ from vakta.lists.formats._common import (
     first_content_line,
     head_text,
     kind_issue,
+    split_preamble,
     squash,
     text_lines,
 )
@@ -58,7 +58,7 @@ def map_header(header: list[str]) -> Columns:
     """Column positions from a header row; the first of duplicate columns wins."""
     found: dict[str, int] = {}
     for index, name in enumerate(header):
-        field = COLUMN_ALIASES.get(squash(name.lstrip("\ufeff")))
+        field = COLUMN_ALIASES.get(squash(name))
         if field is not None:
             found.setdefault(field, index)
     return Columns(
@@ -69,10 +69,14 @@ def map_header(header: list[str]) -> Columns:
     )
 
 
-def pick_delimiter(header_line: str) -> str | None:
-    """The delimiter under which the header names a hash column, if any."""
+def pick_delimiter(header_line: str, single_column: bool = False) -> str | None:
+    """The delimiter under which the header names a hash column, if any.
+
+    A lone column (``md5`` and nothing else) has no delimiter to see; it counts
+    only when asked for, since for sniffing it is no evidence of CSV.
+    """
     for delimiter in DELIMITERS:
-        if delimiter in header_line:
+        if delimiter in header_line or (single_column and delimiter == DELIMITERS[0]):
             header = next(csv.reader([header_line], delimiter=delimiter), [])
             if map_header(header).hashes:
                 return delimiter
@@ -142,20 +146,14 @@ class CsvFormat:
         if issue is not None:
             yield issue
             return
-        lines = text_lines(stream)
-        preamble: list[str] = []
-        for line in lines:
-            preamble.append(line)
-            stripped = line.strip()
-            if stripped and not stripped.startswith("#"):
-                break
+        preamble, lines = split_preamble(text_lines(stream))
         header_line = preamble[-1] if preamble else ""
-        delimiter = pick_delimiter(header_line.strip())
+        delimiter = pick_delimiter(header_line.strip(), single_column=True)
         if delimiter is None:
             if header_line.strip():
                 yield ParseIssue(len(preamble), "header names no hash column (md5, sha1, sha256, pdq)")
             return
-        rows = csv_rows(itertools.chain(preamble, lines), delimiter)
+        rows = csv_rows(lines, delimiter)
         columns: Columns | None = None
         for item in rows:
             if isinstance(item, ParseIssue):

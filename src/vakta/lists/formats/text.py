@@ -57,7 +57,7 @@ class TextFormat:
 
     def export(self, records: Iterable[ListRecord], out: IO[str], list_name: str) -> None:
         """Write every hash on its own line (all kinds mixed; re-import SHA-256 and PDQ with --kind)."""
-        out.write(f"# vakta list: {list_name}\n")
+        out.write(f"# vakta list: {' '.join(list_name.split())}\n")
         for record in records:
             for value in record.hashes.values():
                 out.write(value)

@@ -14,7 +14,6 @@ matches, so they are skipped and reported.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Iterator
 from typing import IO
 
@@ -24,6 +23,7 @@ from vakta.lists.formats._common import (
     first_content_line,
     head_text,
     kind_issue,
+    split_preamble,
     squash,
     text_lines,
 )
@@ -48,32 +48,58 @@ OTHER_SIGNALS = frozenset({"url", "url_md5", "raw_text", "trend_query"})
 EXPORT_NAMES: dict[str, str] = {"pdq": "pdq", "md5": "video_md5", "sha256": "video_sha256", "sha1": "sha1"}
 OPINIONS = frozenset({"NEGATIVE_CLASS", "INVESTIGATION_SEED", "POSITIVE_CLASS"})
 QUOTES = "'\""
+UNTERMINATED = "unterminated quoted collaboration name"
 HEX = frozenset("0123456789abcdefABCDEF")
 
 
-def split_fields(text: str) -> list[str] | None:
-    """Whitespace-separated fields, a quoted (``repr``-ed) name kept as one field; None if unterminated."""
-    if "'" not in text and '"' not in text:
-        return text.split()
-    fields: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        if text[i].isspace():
-            i += 1
-            continue
-        j = i + 1
-        if text[i] in QUOTES:
-            while j < n and text[j] != text[i]:
-                j += 2 if text[j] == "\\" else 1
-            if j >= n:
-                return None
-            j += 1
-        else:
-            while j < n and not text[j].isspace():
-                j += 1
-        fields.append(text[i:j])
-        i = j
-    return fields
+def closing_quote(text: str) -> int:
+    """Index of the quote closing the one ``text`` starts with, skipping backslash escapes; -1 if none."""
+    end = text.find(text[0], 1)
+    while end > 0:
+        backslashes = len(text[:end]) - len(text[:end].rstrip("\\"))
+        if backslashes % 2 == 0:
+            return end
+        end = text.find(text[0], end + 1)
+    return -1
+
+
+def skip_collab(text: str) -> str | None:
+    """``text`` after a leading quoted collaboration name (if any); None if the quote is unterminated."""
+    if not text or text[0] not in QUOTES:
+        return text
+    end = closing_quote(text)
+    return None if end < 0 else text[end + 1 :].lstrip()
+
+
+def split_signal(text: str) -> tuple[str | None, str, str] | str:
+    """``(signal type, signal, rest of line)`` of a print line, or why it has none.
+
+    Only the first fields are split off: the rest is free text (raw_text
+    signals, collaboration names) that need not be tokenised to find a hash.
+    The signal type is None where the line starts with the signal itself
+    (``dataset -P -s TYPE`` leaves the type out).
+    """
+    rest = skip_collab(text)
+    if rest is None:
+        return UNTERMINATED
+    if not rest:
+        return "no signal after the collaboration name"
+    first, *tail = rest.split(None, 1)
+    if HEX.issuperset(first):
+        return None, first, tail[0] if tail else ""
+    value, *tail = tail[0].split(None, 1) if tail else [""]
+    if value[:1] in QUOTES:  # a collaboration name where the signal should be
+        return first, "", f"{value} {tail[0]}" if tail else value
+    return first, value, tail[0] if tail else ""
+
+
+def opinion_of(rest: str) -> str | None:
+    """The opinion category printed after the signal ('' if none); None if a quote is unterminated."""
+    after = skip_collab(rest)
+    if after is None:
+        return None
+    first = after.split(None, 1)[:1]
+    return first[0] if first and first[0] in OPINIONS else ""
 
 
 def signal_record(
@@ -98,20 +124,17 @@ def signal_record(
     return ListRecord(hashes={kind: normal}, category=opinion or None, line=line)
 
 
-def parse_print_line(line: int, text: str, kind: str | None) -> ListRecord | ParseIssue | None:
-    """A ``dataset -P`` / local-file line; None for blank and comment lines."""
-    fields = split_fields(text)
-    if fields is None:
-        return ParseIssue(line, "unterminated quoted collaboration name")
-    fields = [f for f in fields if f[0] not in QUOTES]  # collaboration names
-    if not fields or fields[0].startswith("#"):
-        return None
-    signal_type: str | None = fields[0]
-    rest = fields[1:]
-    if HEX.issuperset(fields[0]):  # ``-s TYPE`` output: the line starts with the signal itself
-        signal_type, rest = None, fields
-    value = rest[0] if rest else ""
-    opinion = rest[1] if len(rest) > 1 and rest[1] in OPINIONS else ""
+def parse_print_line(line: int, text: str, kind: str | None) -> ListRecord | ParseIssue:
+    """A ``dataset -P`` or local-file line (stripped, not blank) as a record or an issue."""
+    fields = split_signal(text)
+    if isinstance(fields, str):
+        return ParseIssue(line, fields)
+    signal_type, value, rest = fields
+    if signal_type is not None and signal_type.lower() not in SIGNAL_KINDS:
+        return ParseIssue(line, f"unsupported signal type {signal_type}")
+    opinion = opinion_of(rest)
+    if opinion is None:
+        return ParseIssue(line, UNTERMINATED)
     return signal_record(line, signal_type, value, opinion, kind)
 
 
@@ -131,8 +154,8 @@ class ThreatExchangeFormat:
         line = first_content_line(head_text(head))
         if is_csv_header(line):
             return True
-        fields = [f for f in split_fields(line) or [] if f[0] not in QUOTES]
-        if len(fields) < 2:
+        fields = split_signal(line) if line else ""
+        if isinstance(fields, str) or fields[0] is None or not fields[1]:
             return False
         signal_type = fields[0].lower()
         if signal_type in SIGNAL_KINDS:
@@ -145,31 +168,26 @@ class ThreatExchangeFormat:
         if issue is not None:
             yield issue
             return
-        lines = text_lines(stream)
-        preamble: list[str] = []
-        for text in lines:
-            preamble.append(text)
-            if text.strip() and not text.lstrip().startswith("#"):
-                break
-        all_lines = itertools.chain(preamble, lines)
+        preamble, all_lines = split_preamble(text_lines(stream))
         if preamble and is_csv_header(preamble[-1].strip()):
             yield from self._parse_csv(all_lines, kind)
             return
         for lineno, text in enumerate(all_lines, 1):
             stripped = text.strip()
-            if stripped:
-                item = parse_print_line(lineno, stripped, kind)
-                if item is not None:
-                    yield item
+            if stripped and stripped[0] != "#":
+                yield parse_print_line(lineno, stripped, kind)
 
     @staticmethod
     def _parse_csv(lines: Iterable[str], kind: str | None) -> Iterator[ListRecord | ParseIssue]:
+        """The ``dataset -P --csv`` form: signal_type, signal_str and category columns by name."""
         columns: dict[str, int] | None = None
         for item in csv_rows(lines, ","):
             if isinstance(item, ParseIssue):
                 yield item
             elif columns is None:
-                columns = {squash(name): i for i, name in reversed(list(enumerate(item[1])))}
+                columns = {}
+                for index, name in enumerate(item[1]):
+                    columns.setdefault(squash(name), index)
             else:
                 line, row = item
                 signal_type = cell(row, columns.get("signaltype")) or None

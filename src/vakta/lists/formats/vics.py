@@ -106,7 +106,7 @@ def media_record(index: int, item: Any) -> Iterator[ListRecord | ParseIssue]:
             continue
         hashes.setdefault(kind, normal)
     if hashes:
-        yield ListRecord(hashes, entry_id, text_field(media.get("category")), index)
+        yield ListRecord(hashes, entry_id=entry_id, category=text_field(media.get("category")), line=index)
     elif not bad:
         yield ParseIssue(index, f"{where}: no usable hash (MD5, SHA1, SHA256 or PDQ)")
 
