@@ -154,7 +154,7 @@ def _reference_hashes(path: Path) -> list[tuple[str, int]]:
     if a.shape[2] == 4:
         a = a[..., :3]
     vectors, quality = pdqhash.compute_dihedral(np.ascontiguousarray(a))
-    return [("%064x" % int("".join(str(int(b)) for b in v), 2), int(quality)) for v in vectors]
+    return [(f"{int(''.join(str(int(b)) for b in v), 2):064x}", int(quality)) for v in vectors]
 
 
 def _vakta_list(originals: list[Path]) -> tuple[ListIndex, list[str]]:

@@ -446,12 +446,6 @@ def test_lists_export_unknown_list_fails(run_cli: RunCli) -> None:
     assert "nope" in result.stderr
 
 
-@pytest.mark.xfail(
-    reason="src/vakta/cli.py _fail (and the other err.print calls) put user text (list names, paths) "
-    "into rich markup: '[/]' raises rich.errors.MarkupError (crash, exit 1 = the 'match' code) and "
-    "'[bold]' is silently eaten",
-    strict=True,
-)
 @pytest.mark.parametrize("name", ["weird[/]name", "[bold]name"])
 def test_error_messages_show_names_verbatim(name: str, run_cli: RunCli) -> None:
     result = run_cli("lists", "remove", name)
@@ -578,11 +572,6 @@ def test_cache_is_shared_between_parallel_and_serial_scans(
     assert _summary(run_cli, folder)["cache_hits"] == 3
 
 
-@pytest.mark.xfail(
-    reason="cache key (dev, ino, size, mtime_ns) misses same-size rewrites whose mtime is restored; "
-    "st_ctime_ns is not part of the key (src/vakta/items.py Item.cache_key, src/vakta/cache.py)",
-    strict=True,
-)
 def test_cache_notices_same_size_rewrite_with_restored_mtime(
     tmp_path: Path, images: ImageFactory, known: KnownList, run_cli: RunCli
 ) -> None:

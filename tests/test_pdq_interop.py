@@ -130,6 +130,6 @@ def test_jpeg_reduced_decode_stays_close() -> None:
     """The fast path (reduced JPEG decode) stays within a few bits of the exact one."""
     for path in sorted((VECTORS / "reg-test-input" / "exif-rotn").iterdir()):
         fast = decode_luma(path.read_bytes())
-        assert fast.scale > 1, "large photos should take the reduced decode"
+        assert min(fast.scale) > 1, "large photos should take the reduced decode"
         exact = _hash_file(path, reduce_jpeg=False).pdq or ""
         assert pdq.hamming(exact, _hash_file(path).pdq or "") <= 8

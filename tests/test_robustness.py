@@ -203,12 +203,6 @@ def test_decompression_bomb_is_an_error_with_bounded_memory(
     assert record["md5"] == hashlib.md5(bomb_png()).hexdigest()
 
 
-@pytest.mark.xfail(
-    reason="Pillow's own bomb check (2 x Image.MAX_IMAGE_PIXELS = 178,956,970 px) fires in Image.open "
-    "before Vakta's max_pixels (DEFAULT_MAX_PIXELS = 250M) is consulted: src/vakta/signals/imaging.py "
-    "decode_luma",
-    strict=True,
-)
 def test_pixel_limit_is_vaktas_not_pillows() -> None:
     if DEFAULT_MAX_PIXELS <= 2 * PILLOW_DEFAULT_MAX_PIXELS:
         pytest.skip("Vakta's limit is no longer above Pillow's hard limit")
@@ -219,12 +213,6 @@ def test_pixel_limit_is_vaktas_not_pillows() -> None:
     assert signals.image_width == side
 
 
-@pytest.mark.xfail(
-    reason="a 20,000,000 x 1 px PNG (78 kB, 20 MP) makes src/vakta/signals/pdq.py sampling_matrix allocate "
-    "64 x 20M float64 (9.5 GiB); the MemoryError is not a ValueError, so compute_signals/hash_item let it "
-    "out and the whole scan dies with a traceback (exit 1, the 'match' code)",
-    strict=True,
-)
 def test_extreme_aspect_ratio_image_does_not_kill_the_scan(
     tmp_path: Path, images: ImageFactory, run_vakta: RunCli
 ) -> None:
@@ -388,11 +376,6 @@ def test_fifo_is_skipped_without_blocking(tmp_path: Path, known: KnownList, run_
     assert "pipe.jpg" in hashed.stderr
 
 
-@pytest.mark.xfail(
-    reason="src/vakta/cli.py hash_command prints `skipped {path}` through rich with markup on: a path "
-    "holding '[/]' raises rich.errors.MarkupError (crash, exit 1)",
-    strict=True,
-)
 def test_hash_skip_message_survives_brackets_in_paths(tmp_path: Path, run_cli: RunCli) -> None:
     folder = tmp_path / "d["
     folder.mkdir()
@@ -584,11 +567,6 @@ def test_file_under_decode_limit_is_decoded(tmp_path: Path, images: ImageFactory
     assert signals.md5 == hashlib.md5(data).hexdigest()
 
 
-@pytest.mark.xfail(
-    reason="src/vakta/signals/compute.py compute_signals checks max_decode_bytes only for chunks after "
-    "the first (CHUNK_SIZE = 1 MiB): a file that fits in one chunk is decoded whatever the limit",
-    strict=True,
-)
 def test_decode_limit_applies_to_files_smaller_than_one_chunk(images: ImageFactory) -> None:
     data = images.encode(images.pattern(46), "PNG")
     assert 1000 < len(data) < CHUNK_SIZE
@@ -676,11 +654,6 @@ def test_worker_crash_fails_only_the_item_that_caused_it(
     assert scanner.stats.errors == 2
 
 
-@pytest.mark.xfail(
-    reason="src/vakta/signals/compute.py compute_signals catches only ValueError from hasher.compute and "
-    "src/vakta/pipeline.py hash_item only OSError: any other exception from a hasher aborts the whole scan",
-    strict=True,
-)
 @pytest.mark.parametrize("workers", [1, 2])
 def test_hasher_exception_is_an_error_on_that_item_only(
     tmp_path: Path, register_hasher: Callable[[str, Hasher], None], workers: int

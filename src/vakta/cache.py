@@ -1,4 +1,7 @@
-"""Scan cache: signals keyed on (device, inode, size, mtime), so unchanged files are not re-read.
+"""Scan cache: signals keyed on (device, inode, size, mtime, ctime), so unchanged files are not re-read.
+
+The change time is in the key because tools that restore a file's mtime
+(``cp -p``, ``touch -r``, archive extractors) cannot restore its ctime.
 
 The key also holds the hashing options' fingerprint: changing how Vakta hashes
 invalidates old entries instead of reusing signals computed another way.
@@ -13,10 +16,11 @@ from pathlib import Path
 from vakta.signals.model import Signals
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS signals (
-    dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS signals_v2 (
+    dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
     options TEXT NOT NULL, data TEXT NOT NULL,
-    PRIMARY KEY (dev, ino, size, mtime_ns, options)
+    PRIMARY KEY (dev, ino, size, mtime_ns, ctime_ns, options)
 ) WITHOUT ROWID
 """
 
@@ -31,9 +35,10 @@ class SignalCache:
         self._options = options_fingerprint
         self._pending = 0
 
-    def get(self, key: tuple[int, int, int, int]) -> Signals | None:
+    def get(self, key: tuple[int, int, int, int, int]) -> Signals | None:
         row = self._db.execute(
-            "SELECT data FROM signals WHERE dev = ? AND ino = ? AND size = ? AND mtime_ns = ? AND options = ?",
+            "SELECT data FROM signals_v2 WHERE dev = ? AND ino = ? AND size = ? AND mtime_ns = ?"
+            " AND ctime_ns = ? AND options = ?",
             (*key, self._options),
         ).fetchone()
         if row is None:
@@ -42,13 +47,13 @@ class SignalCache:
         signals.cached = True
         return signals
 
-    def put(self, key: tuple[int, int, int, int], signals: Signals) -> None:
+    def put(self, key: tuple[int, int, int, int, int], signals: Signals) -> None:
         if signals.errors or signals.skipped:
             return  # only complete results are worth keeping
         data = signals.to_cache()
         data.update(path="", path_b64=None, cached=False)
         self._db.execute(
-            "INSERT OR REPLACE INTO signals VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO signals_v2 VALUES (?, ?, ?, ?, ?, ?, ?)",
             (*key, self._options, json.dumps(data, separators=(",", ":"))),
         )
         self._pending += 1

@@ -14,6 +14,7 @@ from typing import IO, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vakta import __version__, testsignature
@@ -117,7 +118,7 @@ def _state(ctx: typer.Context) -> State:
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -152,7 +153,7 @@ def hash_command(
         for item in source_for(target).items(target, follow_symlinks):
             signals = hash_item(item, options)
             if signals.skipped:
-                err.print(f"skipped {signals.path}: {signals.skipped}")
+                err.print(f"skipped {signals.path}: {signals.skipped}", markup=False)
                 continue
             failed |= bool(signals.errors)
             _dump(signals.hash_fields(), sys.stdout)
@@ -283,7 +284,7 @@ def lists_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="L
             store.remove(name)
         except StoreError as exc:
             raise _fail(str(exc)) from None
-    err.print(f"removed list {name}")
+    err.print(f"removed list {name}", markup=False)
 
 
 @lists_app.command("export")
@@ -431,7 +432,10 @@ def testfile_command(
         out.write_bytes(testsignature.image_bytes())
     except OSError as exc:
         raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
-    err.print(f"wrote the Vakta test signature to {out} (harmless; matches list {testsignature.LIST_NAME})")
+    err.print(
+        f"wrote the Vakta test signature to {out} (harmless; matches list {testsignature.LIST_NAME})",
+        markup=False,
+    )
 
 
 @app.command("selftest")

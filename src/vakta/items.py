@@ -34,6 +34,8 @@ class Item:
     dev: int = 0
     ino: int = 0
     mtime_ns: int = 0
+    #: Change time: unlike mtime no tool can set it back, so the cache key uses it.
+    ctime_ns: int = 0
     error: str | None = None
     skip: str | None = None
     follow_symlinks: bool = False
@@ -43,8 +45,8 @@ class Item:
         return display_path(self.path)
 
     @property
-    def cache_key(self) -> tuple[int, int, int, int]:
-        return (self.dev, self.ino, self.size, self.mtime_ns)
+    def cache_key(self) -> tuple[int, int, int, int, int]:
+        return (self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns)
 
     def open(self) -> BinaryIO:
         """Open for reading without ever blocking on a FIFO swapped in after listing."""

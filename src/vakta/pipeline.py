@@ -72,6 +72,9 @@ def hash_item(item: Item, options: HashOptions, known_good: KnownGood | None = N
         signals.errors.append(str(exc))
     except OSError as exc:
         signals.errors.append(f"cannot read: {exc.strerror or exc}")
+    except Exception as exc:  # never let one item end the scan
+        log.exception("unexpected failure on %s", path)
+        signals.errors.append(f"unexpected failure: {type(exc).__name__}: {exc}")
     return signals
 
 
@@ -161,9 +164,13 @@ class Scanner:
                 for future in done:
                     item = in_flight.pop(future)
                     try:
-                        yield item, future.result()
+                        result = future.result()
                     except BrokenProcessPool:
                         suspects.append(item)
+                        continue
+                    except Exception as exc:  # e.g. an unpicklable result: this item only
+                        result = _failed(item, f"hashing failed: {type(exc).__name__}: {exc}")
+                    yield item, result
                 if suspects:
                     # One item killed its worker and the pool with it: retry every
                     # item that was in flight alone, so only the culprit fails.
@@ -190,10 +197,14 @@ class Scanner:
         )
 
 
-def _crashed(item: Item) -> Signals:
+def _failed(item: Item, message: str) -> Signals:
     path, path_b64 = item.display
-    log.error("hashing process died on %s", path)
-    return Signals(path=path, path_b64=path_b64, errors=["hashing process crashed on this item"])
+    log.error("%s: %s", path, message)
+    return Signals(path=path, path_b64=path_b64, errors=[message])
+
+
+def _crashed(item: Item) -> Signals:
+    return _failed(item, "hashing process crashed on this item")
 
 
 def default_workers() -> int:

@@ -34,6 +34,9 @@ def compute_signals(
     signals.type = content_type(first)
     wanted = hashers_for(signals.type)
     kept: list[bytes] | None = [first] if wanted else None
+    if kept is not None and len(first) > options.max_decode_bytes:
+        kept = None
+        signals.errors.append(_too_large(options))
     size = 0
     chunk = first
     while chunk:
@@ -44,9 +47,7 @@ def compute_signals(
         if kept is not None and chunk:
             if size + len(chunk) > options.max_decode_bytes:
                 kept = None
-                signals.errors.append(
-                    f"too large to decode ({options.max_decode_bytes:,} byte limit); digests only"
-                )
+                signals.errors.append(_too_large(options))
             else:
                 kept.append(chunk)
     signals.size = size
@@ -63,4 +64,11 @@ def compute_signals(
                 hasher.compute(data, signals, options)
             except ValueError as exc:
                 signals.errors.append(str(exc))
+            except Exception as exc:  # a hasher bug or exhaustion must cost only this item
+                log.exception("%s hasher failed on %s", hasher.name, signals.path)
+                signals.errors.append(f"{hasher.name} failed: {type(exc).__name__}: {exc}")
     return signals
+
+
+def _too_large(options: HashOptions) -> str:
+    return f"too large to decode ({options.max_decode_bytes:,} byte limit); digests only"

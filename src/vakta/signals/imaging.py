@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from vakta.signals.pdq import window_size
+from vakta.signals.pdq import Scale, window_size
 
 try:  # HEIC/HEIF support is optional at run time but declared as a dependency
     import pillow_heif
@@ -31,12 +31,19 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 #: decompression bombs.  Pillow's own default is 89 MP; photos from modern
 #: phones and scans reach 50-200 MP, so allow more but stay bounded.
 DEFAULT_MAX_PIXELS = 250_000_000
+# Pillow refuses images over twice its own limit before Vakta's check can run;
+# lift it to Vakta's so the documented limit is the one that applies.
+if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < DEFAULT_MAX_PIXELS:
+    Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
 
 #: JPEGs are decoded at 1/2, 1/4 or 1/8 scale while the scale stays this many
 #: times smaller than PDQ's box-filter width: the filter then dominates the
 #: decoder's own averaging and the hash stays within about a bit of the
 #: full-resolution one (see bench/hashing.py).
 JPEG_SCALE_MARGIN = 2.5
+
+#: Longest luma axis hashed as is; longer axes are block-averaged first.
+MAX_AXIS = 2048
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -51,14 +58,14 @@ class ImageDecodeError(ValueError):
 class DecodedLuma:
     """A luma plane and how it relates to the stored image.
 
-    ``scale`` is the JPEG reduction used (1 = full size): each luma pixel
-    stands for ``scale`` x ``scale`` stored pixels.
+    ``scale`` is the reduction used per axis ((1, 1) = full size): each luma
+    pixel stands for ``scale[0]`` x ``scale[1]`` stored pixels.
     """
 
     luma: LumaArray
     width: int
     height: int
-    scale: int
+    scale: Scale
     format: str
 
 
@@ -93,7 +100,7 @@ def _to_luma(im: Image.Image) -> LumaArray:
 
 def _wide_luma(im: Image.Image) -> LumaArray:
     """16/32-bit integer and float images: scale their range to 0-255."""
-    plane = np.asarray(im, dtype=np.float32)
+    plane = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0, posinf=255.0, neginf=0.0)
     if plane.ndim == 3:
         plane = plane[..., 0]
     top = float(plane.max()) if plane.size else 0.0
@@ -110,6 +117,7 @@ def decode_luma(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, reduce_jpeg: 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # e.g. palette transparency notes
             im = Image.open(io.BytesIO(data))
             width, height = im.size
             if width <= 0 or height <= 0:
@@ -135,7 +143,37 @@ def decode_luma(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, reduce_jpeg: 
         raise ImageDecodeError("image too large to decode in memory") from None
     except Exception as exc:  # Pillow raises many types for hostile input
         raise ImageDecodeError(_describe(exc)) from None
-    return DecodedLuma(np.ascontiguousarray(luma), width, height, scale, fmt)
+    luma, factors = _shrink_long_axes(luma)
+    return DecodedLuma(luma, width, height, (scale * factors[0], scale * factors[1]), fmt)
+
+
+def _shrink_long_axes(luma: LumaArray) -> tuple[LumaArray, Scale]:
+    """Average blocks of pixels along any axis longer than :data:`MAX_AXIS`.
+
+    The blur PDQ applies to such an axis is many pixels wide, so block means
+    change the hash no more than the reduced JPEG decode does; they bound the
+    sampling weights' memory (a 20,000,000 x 1 picture is legal) and speed up
+    large PNG/TIFF/WebP images.
+    """
+    factors = []
+    for axis in (0, 1):
+        n = luma.shape[axis]
+        k = -(-n // MAX_AXIS) if n > MAX_AXIS else 1
+        factors.append(k)
+        if k > 1:
+            pad = (-n) % k
+            moved = np.moveaxis(luma, axis, 0)
+            if pad:
+                # The last block holds fewer pixels: average only those.
+                tail = moved[n - (n % k) :].mean(axis=0, keepdims=True)
+                body = moved[: n - (n % k)]
+            else:
+                tail, body = None, moved
+            blocks = body.reshape(body.shape[0] // k, k, *body.shape[1:]).mean(axis=1)
+            if tail is not None:
+                blocks = np.concatenate([blocks, tail])
+            luma = np.moveaxis(blocks, 0, axis)
+    return np.ascontiguousarray(luma, dtype=np.float32), (factors[0], factors[1])
 
 
 def _describe(exc: Exception) -> str:

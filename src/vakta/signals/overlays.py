@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from vakta.signals.imaging import LumaArray
 
@@ -43,14 +44,17 @@ HEADROOM = 20.0
 MIN_ELIGIBLE = 0.3
 
 
-def _share(stepped: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+Shares = NDArray[np.float64]
+
+
+def _share(stepped: NDArray[np.bool_], eligible: NDArray[np.bool_]) -> Shares:
     count = eligible.sum(axis=1)
-    share = stepped.sum(axis=1) / np.maximum(count, 1)
+    share: Shares = stepped.sum(axis=1) / np.maximum(count, 1)
     share[count < MIN_ELIGIBLE * eligible.shape[1]] = 0.0
     return share
 
 
-def _edge_shares(luma: LumaArray) -> tuple[np.ndarray, np.ndarray]:
+def _edge_shares(luma: LumaArray) -> tuple[Shares, Shares]:
     """Per row boundary: the share of columns that step up, and that step down.
 
     Each share counts only columns with room for the step on the dark (bright)
@@ -58,8 +62,12 @@ def _edge_shares(luma: LumaArray) -> tuple[np.ndarray, np.ndarray]:
     """
     before, after = luma[:-2], luma[2:]  # over two rows: edges blurred by decoding
     step = after - before
-    up = _share((step > STEP) & (before < 255 - HEADROOM), (before < 255 - HEADROOM) | (after < 255 - HEADROOM))
-    down = _share((step < -STEP) & (after < 255 - HEADROOM), (before < 255 - HEADROOM) | (after < 255 - HEADROOM))
+    up = _share(
+        (step > STEP) & (before < 255 - HEADROOM), (before < 255 - HEADROOM) | (after < 255 - HEADROOM)
+    )
+    down = _share(
+        (step < -STEP) & (after < 255 - HEADROOM), (before < 255 - HEADROOM) | (after < 255 - HEADROOM)
+    )
     return up, down
 
 
@@ -74,19 +82,19 @@ def find_band(luma: LumaArray) -> Band | None:
         enter, leave = (up, down) if light else (down, up)
         starts = np.flatnonzero(enter >= EDGE_SHARE)
         ends = np.flatnonzero(leave >= EDGE_SHARE)
-        for s in starts:
-            lo, hi = s + max(2, int(MIN_HEIGHT * height)), s + int(MAX_HEIGHT * height)
+        for start in starts.tolist():
+            lo, hi = start + max(2, int(MIN_HEIGHT * height)), start + int(MAX_HEIGHT * height)
             cands = ends[(ends >= lo) & (ends <= hi)]
             if cands.size == 0:
                 continue
-            e = int(cands[np.argmax(leave[cands])])
-            score = float(enter[s] + leave[e])
+            end = int(cands[np.argmax(leave[cands])])
+            score = float(enter[start] + leave[end])
             if best is None or score > best[0]:
-                best = (score, int(s), e, light)
+                best = (score, start, end, light)
     if best is None:
         return None
-    _, s, e, light = best
-    top, bottom = s + 2, e + 1  # first and one-past-last row inside the band
+    _, start, end, light = best
+    top, bottom = start + 2, end + 1  # first and one-past-last row inside the band
     if bottom - top < 2 or top < 2 or bottom > height - 2:
         return None
     return _estimate(luma, top, bottom, 255.0 if light else 0.0)
@@ -131,7 +139,9 @@ def remove_band(luma: LumaArray, band: Band) -> LumaArray:
     restored = np.clip((pixels - floor) / (1.0 - band.alpha), 0.0, 255.0)
     # Under the text the picture is lost; its row's typical value guesses it
     # best (filling from the rows beside the band streaks small details).
-    masked = np.ma.masked_array(restored, mask=text)
-    row_level = np.ma.median(masked, axis=1).filled(np.float32(128.0))
+    visible = ~text
+    row_level = np.full(len(pixels), 128.0, dtype=np.float32)
+    for i in np.flatnonzero(visible.any(axis=1)).tolist():
+        row_level[i] = np.median(restored[i][visible[i]])
     out[rows] = np.where(text, row_level[:, None], restored)
     return out

@@ -87,7 +87,28 @@ def _apply_box_transpose(weights: NDArray[np.float64], width: int) -> NDArray[np
     return result
 
 
-@lru_cache(maxsize=256)
+#: (rows, columns) of stored pixels each luma pixel stands for; (1, 1) at full size.
+Scale = tuple[int, int]
+FULL_SIZE: Scale = (1, 1)
+
+
+#: Longest stored axis whose weights are modelled pixel by pixel (a few MB);
+#: beyond it the blur is so wide that modelling at the luma's own resolution
+#: is as good, and a 20,000,000 x 1 picture costs no more than a small one.
+_MAX_MODEL_LENGTH = 1 << 17
+
+
+def _sampled_box_weights(size: int, full: int, width: int) -> NDArray[np.float64]:
+    """64 x ``size`` weights: the reference's two box passes over ``full`` pixels, sampled."""
+    rows = ((np.arange(_GRID) + 0.5) * full / _GRID).astype(np.int64)
+    weights = np.zeros((_GRID, size))
+    weights[np.arange(_GRID), rows] = 1.0
+    for _ in range(_BOX_PASSES):
+        weights[:, :full] = _apply_box_transpose(weights[:, :full], width)
+    return weights
+
+
+@lru_cache(maxsize=64)
 def sampling_matrix(length: int, scale: int = 1, full_length: int | None = None) -> FloatArray:
     """Weights (64 x ``length``) mapping an axis of luma to the reference's 64 samples.
 
@@ -96,12 +117,10 @@ def sampling_matrix(length: int, scale: int = 1, full_length: int | None = None)
     block, so the blur and sample positions stay those of the stored image.
     """
     full = length * scale if full_length is None else full_length
-    rows = ((np.arange(_GRID) + 0.5) * full / _GRID).astype(np.int64)
-    weights = np.zeros((_GRID, max(full, length * scale)))
-    weights[np.arange(_GRID), rows] = 1.0
-    width = window_size(full)
-    for _ in range(_BOX_PASSES):
-        weights[:, :full] = _apply_box_transpose(weights[:, :full], width)
+    if scale > 1 and full > _MAX_MODEL_LENGTH:
+        width = max(1, round(window_size(full) / scale))
+        return _sampled_box_weights(length, length, width).astype(np.float32)
+    weights = _sampled_box_weights(max(full, length * scale), full, window_size(full))
     if scale > 1:
         weights = weights[:, : length * scale].reshape(_GRID, length, scale).sum(axis=2)
     return weights.astype(np.float32)
@@ -115,14 +134,17 @@ def _dct_matrix() -> NDArray[np.float64]:
     return matrix
 
 
-def grid64(luma: FloatArray, scale: int = 1, full_shape: tuple[int, int] | None = None) -> FloatArray:
+def grid64(
+    luma: FloatArray, scale: Scale = FULL_SIZE, full_shape: tuple[int, int] | None = None
+) -> FloatArray:
     """Blur and sample a luma image (values 0-255) to the reference's 64x64 grid.
 
-    ``scale`` and ``full_shape`` (stored height, width) describe a reduced decode.
+    ``scale`` and ``full_shape`` (stored height, width) describe a reduced decode
+    or a pre-reduced axis (see :func:`sampling_matrix`).
     """
     full_rows, full_cols = full_shape if full_shape else (None, None)
-    rows = sampling_matrix(luma.shape[0], scale, full_rows)
-    cols = sampling_matrix(luma.shape[1], scale, full_cols)
+    rows = sampling_matrix(luma.shape[0], scale[0], full_rows)
+    cols = sampling_matrix(luma.shape[1], scale[1], full_cols)
     result: FloatArray = rows @ (luma @ cols.T)
     return result
 
@@ -153,7 +175,7 @@ def _bits_to_hex(coeffs: NDArray[np.float64]) -> str:
 
 
 def dihedral_grids(
-    luma: FloatArray, scale: int = 1, full_shape: tuple[int, int] | None = None
+    luma: FloatArray, scale: Scale = FULL_SIZE, full_shape: tuple[int, int] | None = None
 ) -> list[FloatArray]:
     """The 64x64 grids of the image's eight rotations/flips, in :data:`TRANSFORMS` order.
 
@@ -165,8 +187,8 @@ def dihedral_grids(
     asymmetry and misses some mirrored copies) and cost one extra matrix product.
     """
     full_rows, full_cols = full_shape if full_shape else (None, None)
-    rows = sampling_matrix(luma.shape[0], scale, full_rows)
-    cols = sampling_matrix(luma.shape[1], scale, full_cols)
+    rows = sampling_matrix(luma.shape[0], scale[0], full_rows)
+    cols = sampling_matrix(luma.shape[1], scale[1], full_cols)
     both = luma @ np.concatenate([cols, cols[:, ::-1]]).T
     across, across_rev = both[:, :_GRID], both[:, _GRID:]
     g = rows @ across
@@ -176,14 +198,16 @@ def dihedral_grids(
     return [g, mirrored.T, turned, flipped.T, mirrored, flipped, g.T, turned.T]
 
 
-def hash_luma(luma: FloatArray, scale: int = 1, full_shape: tuple[int, int] | None = None) -> PdqHash:
+def hash_luma(
+    luma: FloatArray, scale: Scale = FULL_SIZE, full_shape: tuple[int, int] | None = None
+) -> PdqHash:
     """PDQ hash of a luma image (see :func:`grid64` for the reduced-decode arguments)."""
     grid = grid64(luma, scale, full_shape)
     return PdqHash(_bits_to_hex(dct16(grid)), quality(grid))
 
 
 def dihedral_hashes(
-    luma: FloatArray, scale: int = 1, full_shape: tuple[int, int] | None = None
+    luma: FloatArray, scale: Scale = FULL_SIZE, full_shape: tuple[int, int] | None = None
 ) -> tuple[list[str], int]:
     """The eight dihedral PDQ hashes (see :data:`TRANSFORMS`) and the quality of the image as stored."""
     grids = dihedral_grids(luma, scale, full_shape)

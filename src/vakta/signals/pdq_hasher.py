@@ -53,7 +53,7 @@ class PdqHasher:
 
 
 def _variant(
-    luma: LumaArray, scale: int, full_shape: tuple[int, int] | None, name: str
+    luma: LumaArray, scale: pdq.Scale, full_shape: tuple[int, int] | None, name: str
 ) -> list[PdqQuery]:
     hashes, quality = pdq.dihedral_hashes(luma, scale, full_shape)
     return [PdqQuery(h, quality, t, name) for h, t in zip(hashes, pdq.TRANSFORMS, strict=True)]
@@ -64,7 +64,8 @@ def _upscaled_queries(decoded: DecodedLuma) -> list[PdqQuery]:
     long_side = max(decoded.width, decoded.height)
     for factor, limit in UPSCALE_LIMITS.items():
         if long_side <= limit:
-            queries += _variant(decoded.luma, decoded.scale * factor, None, f"up{factor}")
+            scale = (decoded.scale[0] * factor, decoded.scale[1] * factor)
+            queries += _variant(decoded.luma, scale, None, f"up{factor}")
     return queries
 
 
@@ -93,7 +94,7 @@ def _unbanded_queries(decoded: DecodedLuma) -> list[PdqQuery]:
 
 def _trimmed_queries(data: bytes, decoded: DecodedLuma, options: HashOptions) -> list[PdqQuery]:
     boxes = _boxes(decoded.luma)
-    if boxes and decoded.scale > 1:
+    if boxes and decoded.scale != pdq.FULL_SIZE:
         # A reduced decode blurs the border's edge over several stored pixels;
         # find the picture's exact edges at full size (only images with borders pay).
         decoded = decode_luma(data, max_pixels=options.max_pixels or DEFAULT_MAX_PIXELS, reduce_jpeg=False)

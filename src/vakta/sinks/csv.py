@@ -11,7 +11,7 @@ from vakta.stats import ScanStats
 
 COLUMNS = (
     "path", "size", "type", "md5", "sha1", "sha256", "pdq", "pdq_quality",
-    "list", "entry_id", "category", "signal", "distance", "transform", "errors",
+    "list", "entry_id", "category", "signal", "distance", "transform", "errors", "path_b64",
 )  # fmt: skip
 
 

@@ -58,7 +58,9 @@ class FilesystemSource:
 
 def _file_item(path: bytes, st: os.stat_result, follow: bool) -> Item:
     if stat.S_ISREG(st.st_mode):
-        return Item(path, st.st_size, st.st_dev, st.st_ino, st.st_mtime_ns, follow_symlinks=follow)
+        return Item(
+            path, st.st_size, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, follow_symlinks=follow
+        )
     return Item(path, skip=_special_kind(st.st_mode))
 
 
