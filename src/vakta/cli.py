@@ -366,7 +366,10 @@ def scan_command(
     ] = False,
     extra_queries: Annotated[
         bool,
-        typer.Option(help="Also look up upscaled and border-trimmed variants (resized copies, screenshots)."),
+        typer.Option(
+            help="Also look up query variants: upscaled, tone-corrected, banner-removed and "
+            "border-trimmed (resized copies, edits, watermarks, screenshots, padding)."
+        ),
     ] = True,
     progress: Annotated[
         bool | None, typer.Option(help="Progress bar (default: when stderr is a terminal).")

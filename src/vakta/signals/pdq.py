@@ -27,6 +27,9 @@ HASH_HEX_LEN = HASH_BITS // 4
 _GRID = 64
 _DCT_SIZE = 16
 _BOX_PASSES = 2
+#: The reference gives images thinner than this an all-zero hash of quality 0.
+MIN_HASHABLE_DIM = 5
+_EMPTY = "0" * (HASH_BITS // 4)
 
 #: Names of the eight dihedral transforms, in the order :func:`dihedral_hashes`
 #: returns them.  Each names how the query image differs from the image whose
@@ -198,10 +201,17 @@ def dihedral_grids(
     return [g, mirrored.T, turned, flipped.T, mirrored, flipped, g.T, turned.T]
 
 
+def _too_small(luma: FloatArray, scale: Scale, full_shape: tuple[int, int] | None) -> bool:
+    rows, cols = full_shape or (luma.shape[0] * scale[0], luma.shape[1] * scale[1])
+    return min(rows, cols) < MIN_HASHABLE_DIM
+
+
 def hash_luma(
     luma: FloatArray, scale: Scale = FULL_SIZE, full_shape: tuple[int, int] | None = None
 ) -> PdqHash:
     """PDQ hash of a luma image (see :func:`grid64` for the reduced-decode arguments)."""
+    if _too_small(luma, scale, full_shape):
+        return PdqHash(_EMPTY, 0)
     grid = grid64(luma, scale, full_shape)
     return PdqHash(_bits_to_hex(dct16(grid)), quality(grid))
 
@@ -210,6 +220,8 @@ def dihedral_hashes(
     luma: FloatArray, scale: Scale = FULL_SIZE, full_shape: tuple[int, int] | None = None
 ) -> tuple[list[str], int]:
     """The eight dihedral PDQ hashes (see :data:`TRANSFORMS`) and the quality of the image as stored."""
+    if _too_small(luma, scale, full_shape):
+        return [_EMPTY] * len(TRANSFORMS), 0
     grids = dihedral_grids(luma, scale, full_shape)
     return [_bits_to_hex(dct16(g)) for g in grids], quality(grids[0])
 
