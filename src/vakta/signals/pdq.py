@@ -62,32 +62,29 @@ def window_size(length: int) -> int:
     return (length + 2 * _GRID - 1) // (2 * _GRID)
 
 
-def _box_window_bounds(length: int, width: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """First and last input index each output of one reference box pass averages."""
-    half = (width + 2) // 2
-    before = width - half
-    after = half - 1
-    idx = np.arange(length)
-    return np.maximum(idx - before, 0), np.minimum(idx + after, length - 1)
+class _BoxPass:
+    """One pass of the reference's box filter over an axis of ``length`` pixels.
 
+    Output ``k`` averages inputs ``lo(k)..hi(k)``: the window is clipped at the
+    ends and the average taken over what remains, as the reference does.
+    """
 
-def _apply_box_transpose(weights: NDArray[np.float64], width: int) -> NDArray[np.float64]:
-    """Return ``weights @ M`` where ``M`` is one reference box pass as a matrix."""
-    length = weights.shape[1]
-    lo, hi = _box_window_bounds(length, width)
-    scaled = weights / (hi - lo + 1)
-    # Column j of M is non-zero for the outputs k whose window covers j:
-    # k in [j - after, j + before]; a prefix sum gives those sums for all j.
-    half = (width + 2) // 2
-    before = width - half
-    after = half - 1
-    prefix = np.zeros((weights.shape[0], length + 1))
-    np.cumsum(scaled, axis=1, out=prefix[:, 1:])
-    j = np.arange(length)
-    start = np.maximum(j - after, 0)
-    stop = np.minimum(j + before, length - 1) + 1
-    result: NDArray[np.float64] = prefix[:, stop] - prefix[:, start]
-    return result
+    def __init__(self, length: int, width: int) -> None:
+        half = (width + 2) // 2
+        self.before = width - half
+        self.after = half - 1
+        self.last = length - 1
+        self.width = width
+
+    def lo(self, k: NDArray[np.int64]) -> NDArray[np.int64]:
+        return np.maximum(k - self.before, 0)
+
+    def hi(self, k: NDArray[np.int64]) -> NDArray[np.int64]:
+        return np.minimum(k + self.after, self.last)
+
+    def inverse_count(self, k: NDArray[np.int64]) -> NDArray[np.float64]:
+        result: NDArray[np.float64] = 1.0 / (self.hi(k) - self.lo(k) + 1)
+        return result
 
 
 #: (rows, columns) of stored pixels each luma pixel stands for; (1, 1) at full size.
@@ -95,23 +92,38 @@ Scale = tuple[int, int]
 FULL_SIZE: Scale = (1, 1)
 
 
-#: Longest stored axis whose weights are modelled pixel by pixel (a few MB);
-#: beyond it the blur is so wide that modelling at the luma's own resolution
-#: is as good, and a 20,000,000 x 1 picture costs no more than a small one.
+#: Longest stored axis whose weights are modelled pixel by pixel; beyond it the
+#: blur is so wide that modelling at the luma's own resolution is as good, and
+#: a 20,000,000 x 1 picture costs no more than a small one.
 _MAX_MODEL_LENGTH = 1 << 17
 
 
-def _sampled_box_weights(size: int, full: int, width: int) -> NDArray[np.float64]:
-    """64 x ``size`` weights: the reference's two box passes over ``full`` pixels, sampled."""
-    rows = ((np.arange(_GRID) + 0.5) * full / _GRID).astype(np.int64)
-    weights = np.zeros((_GRID, size))
-    weights[np.arange(_GRID), rows] = 1.0
-    for _ in range(_BOX_PASSES):
-        weights[:, :full] = _apply_box_transpose(weights[:, :full], width)
-    return weights
+def _sample_weights(full: int, width: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """The weights two box passes give each stored pixel, for each of the 64 samples.
+
+    Only a span of about twice the box width around each sample is non-zero,
+    so the weights are built on that span alone (a difference array per
+    sample): returns, per sample, the first pixel of its span and the span's
+    weights (64 x span).
+    """
+    box = _BoxPass(full, width)
+    samples = ((np.arange(_GRID) + 0.5) * full / _GRID).astype(np.int64)
+    # First pass: sample s averages pixels lo(s)..hi(s).
+    first = box.lo(samples)[:, None] + np.arange(width + 1)[None, :]
+    first_weight = np.where(first <= box.hi(samples)[:, None], box.inverse_count(samples)[:, None], 0.0)
+    first = np.minimum(first, full - 1)
+    # Second pass: each of those pixels k spreads its weight over lo(k)..hi(k).
+    start = box.lo(box.lo(samples))
+    span = 2 * width + 4
+    diff = np.zeros((_GRID, span + 1))
+    which = np.broadcast_to(np.arange(_GRID)[:, None], first.shape)
+    spread = first_weight * box.inverse_count(first)
+    np.add.at(diff, (which, box.lo(first) - start[:, None]), spread)
+    np.add.at(diff, (which, box.hi(first) + 1 - start[:, None]), -spread)
+    return start, np.cumsum(diff[:, :span], axis=1)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=128)  # at most 64 x 2048 float32 (512 KiB) each
 def sampling_matrix(length: int, scale: int = 1, full_length: int | None = None) -> FloatArray:
     """Weights (64 x ``length``) mapping an axis of luma to the reference's 64 samples.
 
@@ -121,12 +133,17 @@ def sampling_matrix(length: int, scale: int = 1, full_length: int | None = None)
     """
     full = length * scale if full_length is None else full_length
     if scale > 1 and full > _MAX_MODEL_LENGTH:
-        width = max(1, round(window_size(full) / scale))
-        return _sampled_box_weights(length, length, width).astype(np.float32)
-    weights = _sampled_box_weights(max(full, length * scale), full, window_size(full))
-    if scale > 1:
-        weights = weights[:, : length * scale].reshape(_GRID, length, scale).sum(axis=2)
-    return weights.astype(np.float32)
+        full, width, scale = length, max(1, round(window_size(full) / scale)), 1
+    else:
+        width = window_size(full)
+    start, weights = _sample_weights(full, width)
+    pixels = start[:, None] + np.arange(weights.shape[1])[None, :]
+    target = pixels // scale
+    keep = (pixels < full) & (target < length)
+    which = np.broadcast_to(np.arange(_GRID)[:, None], pixels.shape)
+    out = np.zeros((_GRID, length))
+    np.add.at(out, (which[keep], target[keep]), weights[keep])
+    return out.astype(np.float32)
 
 
 @lru_cache(maxsize=1)
