@@ -166,7 +166,9 @@ def _vakta_list(originals: list[Path]) -> tuple[ListIndex, list[str]]:
     rows = []
     usable = []
     for path in originals:
-        signals = hash_item(next(SOURCE.items(str(path))), HashOptions(extra_queries=False))
+        # Lists come from other organisations' reference tools: full-resolution hashes.
+        options = HashOptions(extra_queries=False, reduce_jpeg=False)
+        signals = hash_item(next(SOURCE.items(str(path))), options)
         if signals.pdq is None or (signals.pdq_quality or 0) < MIN_QUALITY:
             continue
         usable.append(path.stem)
