@@ -9,11 +9,14 @@ invalidates old entries instead of reusing signals computed another way.
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
-from vakta.signals.model import Signals
+from vakta.signals.model import PdqQuery, Signals
+from vakta.signals.pdq import TRANSFORMS
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS signals_v2 (
@@ -43,7 +46,9 @@ class SignalCache:
         ).fetchone()
         if row is None:
             return None
-        signals = Signals.from_cache(json.loads(row[0]))
+        data = json.loads(row[0])
+        data["pdq_queries"] = _unpack_queries(data.pop("queries", None))
+        signals = Signals.from_cache(data)
         signals.cached = True
         return signals
 
@@ -51,7 +56,8 @@ class SignalCache:
         if signals.errors or signals.skipped:
             return  # only complete results are worth keeping
         data = signals.to_cache()
-        data.update(path="", path_b64=None, cached=False)
+        data.update(path="", path_b64=None, cached=False, pdq_queries=[])
+        data["queries"] = _pack_queries(signals.pdq_queries)
         self._db.execute(
             "INSERT OR REPLACE INTO signals_v2 VALUES (?, ?, ?, ?, ?, ?, ?)",
             (*key, self._options, json.dumps(data, separators=(",", ":"))),
@@ -67,3 +73,33 @@ class SignalCache:
     def close(self) -> None:
         self.flush()
         self._db.close()
+
+
+def _pack_queries(queries: list[PdqQuery]) -> dict[str, Any]:
+    """Query hashes in 35 bytes each (hash, quality, transform, variant) instead of ~120 of JSON.
+
+    A scan looks up dozens of variants per image; kept as JSON they would make
+    the cache of a million files ten gigabytes.
+    """
+    variants = list(dict.fromkeys(q.variant for q in queries))
+    packed = b"".join(
+        bytes.fromhex(q.hex) + bytes((q.quality, TRANSFORMS.index(q.transform), variants.index(q.variant)))
+        for q in queries
+    )
+    return {"variants": variants, "packed": base64.b64encode(packed).decode("ascii")}
+
+
+def _unpack_queries(data: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not data:
+        return []
+    raw = base64.b64decode(data["packed"])
+    variants = data["variants"]
+    return [
+        {
+            "hex": raw[i : i + 32].hex(),
+            "quality": raw[i + 32],
+            "transform": TRANSFORMS[raw[i + 33]],
+            "variant": variants[raw[i + 34]],
+        }
+        for i in range(0, len(raw), 35)
+    ]

@@ -10,11 +10,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, Annotated, BinaryIO
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from vakta import __version__, testsignature
@@ -163,7 +164,9 @@ def hash_command(
 # --------------------------------------------------------------------------- lists
 
 
-def _read_list(file: Path, fmt_name: str, kind: str | None) -> tuple[str, Iterator[ListRecord | ParseIssue]]:
+def _read_list(
+    file: Path, fmt_name: str, kind: str | None
+) -> tuple[str, BinaryIO, Iterator[ListRecord | ParseIssue]]:
     try:
         stream = file.open("rb")
     except OSError as exc:
@@ -176,7 +179,7 @@ def _read_list(file: Path, fmt_name: str, kind: str | None) -> tuple[str, Iterat
         with stream:
             yield from fmt.parse(stream, kind)
 
-    return fmt.name, parsed()
+    return fmt.name, stream, parsed()
 
 
 @lists_app.command("import")
@@ -195,17 +198,24 @@ def lists_import(
     """Import a hash list into the local store (duplicates merged, bad lines reported)."""
     if name == testsignature.LIST_NAME:
         raise _fail(f"{name!r} is the built-in test list")
-    fmt_name, parsed = _read_list(file, fmt.value, kind.value if kind else None)
+    fmt_name, stream, parsed = _read_list(file, fmt.value, kind.value if kind else None)
     issues: list[ParseIssue] = []
+    bar = Progress(
+        TextColumn(f"importing {escape(file.name)}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+        console=err, transient=True, disable=not err.is_terminal,
+    )  # fmt: skip
+    task = bar.add_task("import", total=file.stat().st_size)
 
     def records() -> Iterator[ListRecord]:
-        for record in parsed:
+        for n, record in enumerate(parsed):
             if isinstance(record, ParseIssue):
                 issues.append(record)
             else:
                 yield record
+            if n % 20_000 == 0 and not stream.closed:
+                bar.update(task, completed=stream.tell())
 
-    with ListStore(_state(ctx).home) as store:
+    with ListStore(_state(ctx).home) as store, bar:
         try:
             report = store.import_records(name, records(), str(file), fmt_name, IGNORE if ignore else DETECT)
         except StoreError as exc:

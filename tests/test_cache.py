@@ -1,0 +1,33 @@
+"""The scan cache returns exactly the signals it was given, query variants included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vakta.cache import SignalCache
+from vakta.signals.model import PdqQuery, Signals
+
+
+def test_round_trip_keeps_every_query(tmp_path: Path) -> None:
+    queries = [
+        PdqQuery("ab" * 32, 100, "original", "full"),
+        PdqQuery("cd" * 32, 87, "rotate90", "up2"),
+        PdqQuery("0f" * 32, 50, "transverse", "trimmed-strict"),
+    ]
+    signals = Signals("a.jpg", size=10, type="image/jpeg", md5="1" * 32, pdq="ab" * 32, pdq_quality=100)
+    signals.pdq_queries = queries
+    cache = SignalCache(tmp_path / "c.sqlite", "opts")
+    key = (1, 2, 10, 3, 4)
+    cache.put(key, signals)
+    cache.flush()
+    again = SignalCache(tmp_path / "c.sqlite", "opts").get(key)
+    assert again is not None and again.cached
+    assert again.pdq_queries == queries
+    assert (again.md5, again.pdq, again.size) == (signals.md5, signals.pdq, 10)
+    assert SignalCache(tmp_path / "c.sqlite", "other options").get(key) is None
+
+
+def test_failed_items_are_not_cached(tmp_path: Path) -> None:
+    cache = SignalCache(tmp_path / "c.sqlite", "opts")
+    cache.put((1, 2, 3, 4, 5), Signals("x", errors=["image decode failed"]))
+    assert cache.get((1, 2, 3, 4, 5)) is None
