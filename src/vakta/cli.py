@@ -12,6 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Annotated, BinaryIO
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -25,11 +26,11 @@ from vakta.home import resolve_home
 from vakta.lists.formats import detect, list_formats
 from vakta.lists.model import ListRecord, ParseIssue
 from vakta.lists.store import DETECT, IGNORE, ListStore, StoreError
-from vakta.matching.index import DEFAULT_THRESHOLD, ListIndex
+from vakta.matching.index import DEFAULT_THRESHOLD, DigestIndex, ListIndex
 from vakta.matching.matcher import Matcher
 from vakta.pipeline import KnownGood, Scanner, default_workers, hash_item
 from vakta.progress import ScanProgress
-from vakta.signals.kinds import HEX_LENGTHS
+from vakta.signals.kinds import DIGEST_KINDS, HEX_LENGTHS
 from vakta.signals.model import HashOptions
 from vakta.sinks import sinks
 from vakta.sources import source_for
@@ -283,7 +284,10 @@ def lists_show(
             str(row["imports"]),
             str(row["last_import"] or "-"),
         )
-    Console().print(table)
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=200)  # piped: never truncate names and counts
+    out.print(table)
 
 
 @lists_app.command("remove")
@@ -323,26 +327,29 @@ def lists_export(
 # --------------------------------------------------------------------------- scan
 
 
-def _load_index(home: Path, names: list[str] | None, test_list: bool) -> tuple[ListIndex, KnownGood]:
-    """The detection index and known-good digests for a scan."""
-    with ListStore(home) as store:
-        detect_lists = store.names(DETECT)
-        ignore_lists = store.names(IGNORE)
-        chosen = detect_lists if not names else [n for n in names if n != testsignature.LIST_NAME]
-        unknown = [n for n in chosen if n not in detect_lists and n not in ignore_lists]
-        if unknown:
-            raise _fail(f"no list named {', '.join(map(repr, unknown))} (see `vakta lists show`)")
-        if names:
-            ignore_lists = [n for n in chosen if n in ignore_lists] or ignore_lists
-            chosen = [n for n in chosen if n in detect_lists]
-        rows = list(store.entries(chosen))
-        known: dict[str, dict[str, str]] = {"md5": {}, "sha1": {}, "sha256": {}}
-        for row in store.entries(ignore_lists):
-            if row.kind in known:
-                known[row.kind].setdefault(row.value.hex(), row.list_name)
-    if test_list:
-        rows += testsignature.entry_rows()
-    return ListIndex.build(rows), KnownGood(known)
+def _select_lists(store: ListStore, names: list[str] | None) -> tuple[list[str], list[str]]:
+    """The detection and known-good lists a scan uses: all, or those named."""
+    detect_lists = store.names(DETECT)
+    ignore_lists = store.names(IGNORE)
+    if not names:
+        return detect_lists, ignore_lists
+    chosen = [n for n in names if n != testsignature.LIST_NAME]
+    unknown = [n for n in chosen if n not in detect_lists and n not in ignore_lists]
+    if unknown:
+        raise _fail(f"no list named {', '.join(map(repr, unknown))} (see `vakta lists show`)")
+    named_ignore = [n for n in chosen if n in ignore_lists]
+    return [n for n in chosen if n in detect_lists], named_ignore or ignore_lists
+
+
+def _known_good(store: ListStore, names: list[str]) -> KnownGood:
+    digests = {}
+    for kind in DIGEST_KINDS:
+        values = [store.hash_values(name, kind) for name in names]
+        width = HEX_LENGTHS[kind] // 2
+        parts = [np.full(len(v) // width, i, dtype=np.int32) for i, v in enumerate(values)]
+        owners = np.concatenate(parts) if parts else np.empty(0, np.int32)
+        digests[kind] = DigestIndex(kind, b"".join(values), owners)
+    return KnownGood(digests, names)
 
 
 @app.command("scan")
@@ -387,7 +394,11 @@ def scan_command(
 ) -> None:
     """Scan files for matches with the hash lists. Exit 1 on a match, 2 on read errors, else 0."""
     home = _state(ctx).home
-    index, known_good = _load_index(home, lists, not no_test_list)
+    store = ListStore(home)
+    detect_lists, ignore_lists = _select_lists(store, lists)
+    test_rows = [] if no_test_list else testsignature.entry_rows()
+    index = ListIndex.build(test_rows, store=store, store_lists=detect_lists)
+    known_good = _known_good(store, ignore_lists)
     options = HashOptions(extra_queries=extra_queries)
     signal_cache = SignalCache(home / "scan-cache.sqlite", options.fingerprint()) if cache else None
     scanner = Scanner(
@@ -415,6 +426,7 @@ def scan_command(
     finally:
         if signal_cache:
             signal_cache.close()
+        store.close()
     _print_summary(scanner)
     raise typer.Exit(scanner.stats.exit_code)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from vakta.cache import SignalCache
 from vakta.findings import Finding
 from vakta.items import Item, ItemChangedError
+from vakta.matching.index import DigestIndex
 from vakta.matching.matcher import Matcher
 from vakta.signals.compute import compute_signals
 from vakta.signals.model import HashOptions, Signals
@@ -30,17 +31,19 @@ log = logging.getLogger(__name__)
 class KnownGood:
     """Digests on known-good (``--ignore``) lists: such files are skipped before any decode."""
 
-    def __init__(self, digests: dict[str, dict[str, str]]) -> None:
-        self._digests = digests  # kind -> hex -> list name
+    def __init__(self, digests: dict[str, DigestIndex], list_names: list[str]) -> None:
+        self._digests = digests
+        self._names = list_names
 
     def __bool__(self) -> bool:
-        return any(self._digests.values())
+        return any(len(d) for d in self._digests.values())
 
     def __call__(self, signals: Signals) -> str | None:
-        for kind, known in self._digests.items():
+        for kind, index in self._digests.items():
             value = getattr(signals, kind, None)
-            if value and value in known:
-                return known[value]
+            owners = index.lookup(value) if value else []
+            if owners:
+                return self._names[owners[0]]
         return None
 
 

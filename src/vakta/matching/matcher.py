@@ -53,7 +53,8 @@ class Matcher:
         for kind in DIGEST_KINDS:
             value = getattr(signals, kind)
             if value:
-                matches += [Match(meta, kind, 0) for meta in self.index.digests[kind].lookup(value)]
+                for list_no in self.index.digests[kind].lookup(value):
+                    matches.append(Match(self.index.meta(list_no, kind, bytes.fromhex(value)), kind, 0))
         matches += self._match_pdq(signals)
         return matches
 
@@ -70,7 +71,9 @@ class Matcher:
         for qi, row, distance in self.index.pdq.search([q.hex for q in queries], self.threshold):
             if row not in best or distance < best[row][0]:
                 best[row] = (distance, qi)
-        return [
-            Match(self.index.pdq.meta(row), "pdq", dist, queries[qi].transform, queries[qi].variant)
-            for row, (dist, qi) in sorted(best.items(), key=lambda kv: kv[1][0])
-        ]
+        matches = []
+        for row, (dist, qi) in sorted(best.items(), key=lambda kv: kv[1][0]):
+            list_no, value = self.index.pdq.entry(row)
+            meta = self.index.meta(list_no, "pdq", value)
+            matches.append(Match(meta, "pdq", dist, queries[qi].transform, queries[qi].variant))
+        return matches
