@@ -72,7 +72,7 @@ def test_store_backed_index_reports_provenance(tmp_path: Path) -> None:
         test_row = EntryRow("builtin", "md5", bytes.fromhex("cd" * 16), "t", "test", None, "builtin", "now")
         index = ListIndex.build([test_row], store=store, store_lists=["national"])
         assert index.list_names == ["builtin", "national"]
-        assert len(index.pdq) == 1
+        assert len(index.search.pdq) == 1
         near = _flip(rng, pdq, 9).tobytes().hex()
         signals = Signals("q.jpg", md5=md5, pdq_queries=[PdqQuery(near, 100, "mirror", "full")])
         matches = Matcher(index).match(signals)

@@ -1,16 +1,18 @@
 """The scan pipeline: sources -> items -> hashers -> signals -> matcher -> findings.
 
-Hashing runs in worker processes (it is CPU-bound and the GIL would serialise
-it); matching stays in this process, where the list index lives once.  Every
-item ends as exactly one finding, whatever goes wrong with it: a crashed
-worker, a vanished file or a hostile image is an error on that item only.
+Hashing and the search for hits run in worker processes (both are CPU-bound
+and the GIL would serialise them); the hash arrays reach the workers once,
+shared after fork.  This process keeps the list store: it turns hits into
+matches with their provenance, keeps the cache and writes the findings.
+Every item ends as exactly one finding, whatever goes wrong with it: a
+crashed worker, a vanished file or a hostile image is an error on that item.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from vakta.cache import SignalCache
 from vakta.findings import Finding
 from vakta.items import Item, ItemChangedError
 from vakta.matching.index import DigestIndex
-from vakta.matching.matcher import Matcher
+from vakta.matching.matcher import Hit, HitFinder, Matcher
 from vakta.signals.compute import compute_signals
 from vakta.signals.model import HashOptions, Signals
 from vakta.sources import source_for
@@ -47,17 +49,6 @@ class KnownGood:
         return None
 
 
-# Worker-process state, set once by the pool initializer.
-_worker_options = HashOptions()
-_worker_known_good: KnownGood | None = None
-
-
-def _init_worker(options: HashOptions, known_good: KnownGood | None) -> None:
-    global _worker_options, _worker_known_good
-    _worker_options = options
-    _worker_known_good = known_good
-
-
 def hash_item(item: Item, options: HashOptions, known_good: KnownGood | None = None) -> Signals:
     """Read and hash one item; every failure is recorded on the returned signals."""
     path, path_b64 = item.display
@@ -81,11 +72,45 @@ def hash_item(item: Item, options: HashOptions, known_good: KnownGood | None = N
     return signals
 
 
-def _hash_in_worker(item: Item) -> Signals:
-    return hash_item(item, _worker_options, _worker_known_good)
+@dataclass(frozen=True)
+class Work:
+    """What a worker needs: how to hash, what is known-good, and the hash arrays to search."""
+
+    options: HashOptions
+    known_good: KnownGood | None
+    finder: HitFinder
+
+    def __call__(self, item: Item, cached: Signals | None) -> tuple[Signals, list[Hit]]:
+        """Signals (hashed, or from the cache) and the list entries they hit."""
+        if cached is None:
+            signals = hash_item(item, self.options, self.known_good)
+        else:
+            signals = cached
+            name = self.known_good(cached) if self.known_good else None
+            if name is not None:
+                signals.skipped = f"on known-good list {name!r}"
+                signals.pdq_queries = []
+        if signals.skipped:
+            return signals, []
+        return signals, self.finder.find(signals)
 
 
-ProgressCallback = Callable[[Finding, ScanStats, int], None]
+# Worker-process state, set once by the pool initializer.
+_worker: Work | None = None
+
+
+def _init_worker(work: Work) -> None:
+    global _worker
+    _worker = work
+
+
+def _in_worker(item: Item, cached: Signals | None) -> tuple[Signals, list[Hit]]:
+    assert _worker is not None, "worker used before its initializer ran"
+    return _worker(item, cached)
+
+
+#: An item with its signals and the entries they hit.
+Result = tuple[Item, Signals, list[Hit]]
 
 
 @dataclass
@@ -109,44 +134,35 @@ class Scanner:
 
     def scan(self, targets: Iterable[str]) -> Iterator[Finding]:
         self.stats = ScanStats()
-        pending = self._from_cache(self.items(targets))
-        signals_iter = self._hash_parallel(pending) if self.workers > 1 else self._hash_serial(pending)
-        for item, signals in signals_iter:
-            finding = self._finish(item, signals)
+        work = Work(self.options, self.known_good, self.matcher.finder)
+        pending = self._with_cached(self.items(targets))
+        results = self._parallel(work, pending) if self.workers > 1 else self._serial(work, pending)
+        for item, signals, hits in results:
+            if self.cache and not signals.cached and not (item.error or item.skip):
+                self.cache.put(item.cache_key, signals)
+            finding = Finding(signals, self.matcher.resolve(hits))
             self.stats.add(finding)
             yield finding
         if self.cache:
             self.cache.flush()
 
-    def _from_cache(self, items: Iterator[Item]) -> Iterator[tuple[Item, Signals | None]]:
+    def _with_cached(self, items: Iterator[Item]) -> Iterator[tuple[Item, Signals | None]]:
         for item in items:
             cached = None
             if self.cache and not (item.error or item.skip):
                 cached = self.cache.get(item.cache_key)
                 if cached is not None:
                     cached.path, cached.path_b64 = item.display
-                    if self.known_good and (name := self.known_good(cached)):
-                        cached.skipped = f"on known-good list {name!r}"
-                        cached.pdq_queries = []
             yield item, cached
 
-    def _finish(self, item: Item, signals: Signals) -> Finding:
-        if self.cache and not signals.cached and not (item.error or item.skip):
-            self.cache.put(item.cache_key, signals)
-        if signals.skipped:
-            return Finding(signals)
-        return Finding(signals, self.matcher.match(signals))
-
-    def _hash_serial(self, pending: Iterator[tuple[Item, Signals | None]]) -> Iterator[tuple[Item, Signals]]:
+    def _serial(self, work: Work, pending: Iterator[tuple[Item, Signals | None]]) -> Iterator[Result]:
         for item, cached in pending:
-            yield item, cached or hash_item(item, self.options, self.known_good)
+            yield (item, *work(item, cached))
 
-    def _hash_parallel(
-        self, pending: Iterator[tuple[Item, Signals | None]]
-    ) -> Iterator[tuple[Item, Signals]]:
+    def _parallel(self, work: Work, pending: Iterator[tuple[Item, Signals | None]]) -> Iterator[Result]:
         window = self.workers * 8
-        in_flight: dict[Future[Signals], Item] = {}
-        pool = self._new_pool()
+        in_flight: dict[Future[tuple[Signals, list[Hit]]], Item] = {}
+        pool = self._new_pool(work)
         try:
             exhausted = False
             while in_flight or not exhausted:
@@ -156,10 +172,10 @@ class Scanner:
                         exhausted = True
                         break
                     item, cached = nxt
-                    if cached is not None or item.error or item.skip:
-                        yield item, cached or hash_item(item, self.options)
+                    if item.error or item.skip:
+                        yield (item, *work(item, None))
                         continue
-                    in_flight[pool.submit(_hash_in_worker, item)] = item
+                    in_flight[pool.submit(_in_worker, item, cached)] = item
                 if not in_flight:
                     continue
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -167,37 +183,37 @@ class Scanner:
                 for future in done:
                     item = in_flight.pop(future)
                     try:
-                        result = future.result()
+                        signals, hits = future.result()
                     except BrokenProcessPool:
                         suspects.append(item)
                         continue
                     except Exception as exc:  # e.g. an unpicklable result: this item only
-                        result = _failed(item, f"hashing failed: {type(exc).__name__}: {exc}")
-                    yield item, result
+                        signals, hits = _failed(item, f"hashing failed: {type(exc).__name__}: {exc}"), []
+                    yield item, signals, hits
                 if suspects:
                     # One item killed its worker and the pool with it: retry every
                     # item that was in flight alone, so only the culprit fails.
                     suspects += in_flight.values()
                     in_flight.clear()
                     pool.shutdown(wait=False, cancel_futures=True)
-                    pool = self._new_pool()
+                    pool = self._new_pool(work)
                     for item in suspects:
-                        signals, pool = self._isolated(pool, item)
-                        yield item, signals
+                        (signals, hits), pool = self._isolated(work, pool, item)
+                        yield item, signals, hits
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _isolated(self, pool: ProcessPoolExecutor, item: Item) -> tuple[Signals, ProcessPoolExecutor]:
+    def _isolated(
+        self, work: Work, pool: ProcessPoolExecutor, item: Item
+    ) -> tuple[tuple[Signals, list[Hit]], ProcessPoolExecutor]:
         try:
-            return pool.submit(_hash_in_worker, item).result(), pool
+            return pool.submit(_in_worker, item, None).result(), pool
         except BrokenProcessPool:
             pool.shutdown(wait=False, cancel_futures=True)
-            return _crashed(item), self._new_pool()
+            return (_crashed(item), []), self._new_pool(work)
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self.workers, initializer=_init_worker, initargs=(self.options, self.known_good)
-        )
+    def _new_pool(self, work: Work) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.workers, initializer=_init_worker, initargs=(work,))
 
 
 def _failed(item: Item, message: str) -> Signals:

@@ -145,13 +145,14 @@ class PdqIndex:
         if not pair_row:
             return []
         q_idx = np.concatenate(pair_q)
-        rows = np.concatenate(pair_row).astype(np.int64)
-        unique = np.unique(q_idx * len(self) + rows)
-        q_idx, rows = unique // len(self), unique % len(self)
+        rows = np.concatenate(pair_row)
+        # Check every candidate (a pair found through several words is checked
+        # again: cheaper than de-duplicating all of them first), then de-duplicate hits.
         q64 = raw.view(">u8").astype(np.uint64)
         dist = np.bitwise_count(q64[q_idx] ^ self._hashes[rows]).sum(axis=1, dtype=np.int16)
         keep = dist <= threshold
-        return list(zip(q_idx[keep].tolist(), rows[keep].tolist(), dist[keep].tolist(), strict=True))
+        hits = zip(q_idx[keep].tolist(), rows[keep].tolist(), dist[keep].tolist(), strict=True)
+        return sorted(set(hits))
 
 
 Provenance = Callable[[str, str, bytes], EntryMeta | None]
@@ -177,13 +178,31 @@ class _Columns:
 
 
 @dataclass
-class ListIndex:
-    """All indexes of the selected lists, built once per scan."""
+class SearchIndex:
+    """The hash arrays of the selected lists: all a worker process needs to find hits.
+
+    Plain numpy arrays, so worker processes share it (copy-on-write after fork)
+    or receive it pickled; provenance stays with :class:`ListIndex`.
+    """
 
     digests: dict[str, DigestIndex]
     pdq: PdqIndex
     list_names: list[str]
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.digests.values()) + len(self.pdq)
+
+
+@dataclass
+class ListIndex:
+    """The selected lists: the search arrays plus where each entry came from."""
+
+    search: SearchIndex
     provenance: Provenance
+
+    @property
+    def list_names(self) -> list[str]:
+        return self.search.list_names
 
     def meta(self, list_no: int, kind: str, value: bytes) -> EntryMeta:
         name = self.list_names[list_no]
@@ -227,7 +246,7 @@ class ListIndex:
             k: DigestIndex(k, b"".join(columns[k].values), columns[k].owner_array()) for k in DIGEST_KINDS
         }
         pdq = PdqIndex(b"".join(columns["pdq"].values), columns["pdq"].owner_array())
-        return cls(digests, pdq, names, provenance)
+        return cls(SearchIndex(digests, pdq, names), provenance)
 
     def __len__(self) -> int:
-        return sum(len(d) for d in self.digests.values()) + len(self.pdq)
+        return len(self.search)

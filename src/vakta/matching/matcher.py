@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vakta.matching.index import DEFAULT_THRESHOLD, MIN_QUALITY, EntryMeta, ListIndex
+from vakta.matching.index import DEFAULT_THRESHOLD, MIN_QUALITY, EntryMeta, ListIndex, SearchIndex
 from vakta.signals.kinds import DIGEST_KINDS
 from vakta.signals.model import PdqQuery, Signals
 
@@ -36,29 +36,44 @@ class Match:
         return out
 
 
-class Matcher:
-    """Exact digest matches and PDQ matches within ``threshold`` over all query hashes."""
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A list entry an item's signals reached, before its provenance is looked up.
 
-    def __init__(
-        self, index: ListIndex, threshold: int = DEFAULT_THRESHOLD, min_quality: int = MIN_QUALITY
-    ) -> None:
-        if not 0 <= threshold <= 256:
-            raise ValueError(f"PDQ threshold must be 0-256, got {threshold}")
-        self.index = index
-        self.threshold = threshold
-        self.min_quality = min_quality
+    Small and picklable: worker processes find hits, the main process (which
+    holds the store) turns them into :class:`Match` es.
+    """
 
-    def match(self, signals: Signals) -> list[Match]:
-        matches: list[Match] = []
+    list_no: int
+    kind: str
+    value: bytes
+    distance: int
+    transform: str | None = None
+    variant: str | None = None
+
+
+@dataclass(frozen=True)
+class HitFinder:
+    """Exact digest hits and PDQ hits within ``threshold`` over all of an item's query hashes."""
+
+    index: SearchIndex
+    threshold: int = DEFAULT_THRESHOLD
+    min_quality: int = MIN_QUALITY
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.threshold <= 256:
+            raise ValueError(f"PDQ threshold must be 0-256, got {self.threshold}")
+
+    def find(self, signals: Signals) -> list[Hit]:
+        hits: list[Hit] = []
         for kind in DIGEST_KINDS:
             value = getattr(signals, kind)
             if value:
-                for list_no in self.index.digests[kind].lookup(value):
-                    matches.append(Match(self.index.meta(list_no, kind, bytes.fromhex(value)), kind, 0))
-        matches += self._match_pdq(signals)
-        return matches
+                raw = bytes.fromhex(value)
+                hits += [Hit(list_no, kind, raw, 0) for list_no in self.index.digests[kind].lookup(value)]
+        return hits + self._find_pdq(signals)
 
-    def _match_pdq(self, signals: Signals) -> list[Match]:
+    def _find_pdq(self, signals: Signals) -> list[Hit]:
         # Variants often coincide (an image without borders...): look each hash up once.
         unique: dict[str, PdqQuery] = {}
         for q in signals.pdq_queries:
@@ -71,9 +86,27 @@ class Matcher:
         for qi, row, distance in self.index.pdq.search([q.hex for q in queries], self.threshold):
             if row not in best or distance < best[row][0]:
                 best[row] = (distance, qi)
-        matches = []
+        hits = []
         for row, (dist, qi) in sorted(best.items(), key=lambda kv: kv[1][0]):
             list_no, value = self.index.pdq.entry(row)
-            meta = self.index.meta(list_no, "pdq", value)
-            matches.append(Match(meta, "pdq", dist, queries[qi].transform, queries[qi].variant))
-        return matches
+            hits.append(Hit(list_no, "pdq", value, dist, queries[qi].transform, queries[qi].variant))
+        return hits
+
+
+class Matcher:
+    """Finds hits and attaches each entry's provenance: the whole of matching in one process."""
+
+    def __init__(
+        self, index: ListIndex, threshold: int = DEFAULT_THRESHOLD, min_quality: int = MIN_QUALITY
+    ) -> None:
+        self.index = index
+        self.finder = HitFinder(index.search, threshold, min_quality)
+
+    def resolve(self, hits: list[Hit]) -> list[Match]:
+        return [
+            Match(self.index.meta(h.list_no, h.kind, h.value), h.kind, h.distance, h.transform, h.variant)
+            for h in hits
+        ]
+
+    def match(self, signals: Signals) -> list[Match]:
+        return self.resolve(self.finder.find(signals))
