@@ -274,6 +274,17 @@ def test_vics_report_is_valid_json_with_hashes_and_no_content(
     assert len({m["MediaID"] for m in media}) == 4
 
 
+def test_vics_report_imports_back_as_a_list(scan_folder: ScanFolder, run_cli: RunCli, tmp_path: Path) -> None:
+    """A case file Vakta writes is one the field's tools (and Vakta) read as a hash set."""
+    report = tmp_path / "case.json"
+    assert run_cli("scan", scan_folder.root, "--format", "vics", "--output", report).exit_code == 1
+    imported = run_cli("lists", "import", report, "--name", "from-case")
+    assert imported.exit_code == 0, imported.stderr
+    assert "4 records read as vics" in imported.stderr
+    again = run_cli("scan", scan_folder.root, "--list", "from-case", "--no-test-list", "--threshold", "0")
+    assert set(again.by_name()) == {"exact.png", "resized.jpg", "rot90.png", "mirror.png"}
+
+
 def test_vics_report_without_matches_is_valid_json(scan_folder: ScanFolder, run_cli: RunCli) -> None:
     result = run_cli("scan", scan_folder.benign, "--format", "vics", "--workers", 1)
     assert result.exit_code == 0

@@ -15,7 +15,8 @@ from vakta import __version__
 from vakta.findings import Finding
 from vakta.stats import ScanStats
 
-CONTEXT = "http://github.com/VICSDATAMODEL/ProjectVic/DataModels/2.0.xml/US/$metadata#Cases"
+# "Default" is the region IPED and other readers recognise (see lists/formats/vics.py).
+CONTEXT = "http://github.com/VICSDATAMODEL/ProjectVic/DataModels/2.0.xml/Default/$metadata#Cases"
 
 
 def media_record(finding: Finding, media_id: int) -> dict[str, Any]:
