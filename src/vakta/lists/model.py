@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,17 +27,3 @@ class ParseIssue:
 
     line: int
     message: str
-
-
-@dataclass(slots=True)
-class StoredEntry:
-    """A record as the store returns it, with its provenance, for export and reports."""
-
-    list_name: str
-    kind: str
-    value: str
-    entry_id: str | None
-    category: str | None
-    source_format: str
-    imported_at: str
-    extra: dict[str, str] = field(default_factory=dict)
