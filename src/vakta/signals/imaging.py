@@ -133,8 +133,9 @@ def decode_luma(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, reduce_jpeg: 
                     im.draft("L", (width // wanted, height // wanted))
                     scale = max(1, round(width / im.size[0]))
             im.load()
-            luma = _to_luma(im)
             fmt = im.format or "unknown"
+            shrunk, factors = _shrink_long_axes(im)
+            luma = _to_luma(shrunk)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
@@ -143,37 +144,36 @@ def decode_luma(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, reduce_jpeg: 
         raise ImageDecodeError("image too large to decode in memory") from None
     except Exception as exc:  # Pillow raises many types for hostile input
         raise ImageDecodeError(_describe(exc)) from None
-    luma, factors = _shrink_long_axes(luma)
-    return DecodedLuma(luma, width, height, (scale * factors[0], scale * factors[1]), fmt)
+    return DecodedLuma(
+        np.ascontiguousarray(luma, dtype=np.float32),
+        width,
+        height,
+        (scale * factors[0], scale * factors[1]),
+        fmt,
+    )
 
 
-def _shrink_long_axes(luma: LumaArray) -> tuple[LumaArray, Scale]:
+#: Modes Pillow's ``reduce`` (block means in C) works on directly.
+_REDUCIBLE = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "I", "F", "I;16"})
+
+
+def _shrink_long_axes(im: Image.Image) -> tuple[Image.Image, Scale]:
     """Average blocks of pixels along any axis longer than :data:`MAX_AXIS`.
 
     The blur PDQ applies to such an axis is many pixels wide, so block means
-    change the hash no more than the reduced JPEG decode does; they bound the
-    sampling weights' memory (a 20,000,000 x 1 picture is legal) and speed up
-    large PNG/TIFF/WebP images.
+    change the hash no more than the reduced JPEG decode does.  Done by Pillow
+    on the decoded pixels, before any float copy, it bounds memory (a 225 MP
+    picture would need 900 MB as floats) and the sampling weights (a
+    20,000,000 x 1 picture is legal), and it speeds up large PNG/TIFF/WebP.
+    Returns the image and the (rows, columns) block size.
     """
-    factors = []
-    for axis in (0, 1):
-        n = luma.shape[axis]
-        k = -(-n // MAX_AXIS) if n > MAX_AXIS else 1
-        factors.append(k)
-        if k > 1:
-            pad = (-n) % k
-            moved = np.moveaxis(luma, axis, 0)
-            if pad:
-                # The last block holds fewer pixels: average only those.
-                tail = moved[n - (n % k) :].mean(axis=0, keepdims=True)
-                body = moved[: n - (n % k)]
-            else:
-                tail, body = None, moved
-            blocks = body.reshape(body.shape[0] // k, k, *body.shape[1:]).mean(axis=1)
-            if tail is not None:
-                blocks = np.concatenate([blocks, tail])
-            luma = np.moveaxis(blocks, 0, axis)
-    return np.ascontiguousarray(luma, dtype=np.float32), (factors[0], factors[1])
+    fy = -(-im.height // MAX_AXIS)
+    fx = -(-im.width // MAX_AXIS)
+    if fx == 1 and fy == 1:
+        return im, (1, 1)
+    if im.mode not in _REDUCIBLE:
+        im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")
+    return im.reduce((fx, fy)), (fy, fx)
 
 
 def _describe(exc: Exception) -> str:
