@@ -602,3 +602,22 @@ def test_cache_notices_same_size_rewrite_with_restored_mtime(
 
     record = run_cli("scan", folder, "--cache", "--all", "--workers", 1).by_name()["img.png"]
     assert record["md5"] == hashlib.md5(bytes(data)).hexdigest()
+
+
+def test_import_without_valid_records_leaves_no_list(tmp_path: Path, run_cli: RunCli) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("hello\nworld\n")
+    result = run_cli("lists", "import", bad, "--name", "empty")
+    assert result.exit_code == 1
+    assert "bad.txt:1:" in result.stderr and "nothing imported" in result.stderr
+    shown = run_cli("lists", "show", "--json").records()
+    assert [r["name"] for r in shown] == ["vakta-test"]
+
+
+def test_unusable_home_is_a_clear_error(tmp_path: Path, run_cli: RunCli) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    for args in (("lists", "show"), ("scan", tmp_path)):
+        result = run_cli("--home", blocker / "home", *args)
+        assert result.exit_code == 2
+        assert "cannot open the list store" in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from vakta.findings import Finding
 from vakta.home import resolve_home
 from vakta.lists.formats import detect, list_formats
 from vakta.lists.model import ListRecord, ParseIssue
-from vakta.lists.store import DETECT, IGNORE, ListStore, StoreError
+from vakta.lists.store import DETECT, IGNORE, EmptyImportError, ListStore, StoreError
 from vakta.matching.index import DEFAULT_THRESHOLD, DigestIndex, ListIndex
 from vakta.matching.matcher import Matcher
 from vakta.pipeline import KnownGood, Scanner, default_workers, hash_item
@@ -216,24 +217,36 @@ def lists_import(
             if n % 20_000 == 0 and not stream.closed:
                 bar.update(task, completed=stream.tell())
 
-    with ListStore(_state(ctx).home) as store, bar:
+    with _open_store(ctx) as store, bar:
         try:
             report = store.import_records(name, records(), str(file), fmt_name, IGNORE if ignore else DETECT)
+        except EmptyImportError as exc:
+            _print_issues(file, issues)
+            raise _fail(f"{file} ({fmt_name}): {exc}", 1) from None
         except StoreError as exc:
             raise _fail(str(exc)) from None
         report.invalid = len(issues)
         store.set_invalid_count(report)
-    for issue in issues[:MAX_ISSUES_SHOWN]:
-        err.print(f"{file}:{issue.line}: {issue.message}", markup=False)
-    if len(issues) > MAX_ISSUES_SHOWN:
-        err.print(f"... and {len(issues) - MAX_ISSUES_SHOWN} more invalid lines")
+    _print_issues(file, issues)
     err.print(
         f"{name}: {report.records} records read as {fmt_name}, {report.added} hashes added, "
         f"{report.duplicates} duplicates merged, {report.invalid} invalid",
         markup=False,
     )
-    if report.records == 0:
-        raise _fail("no valid records in the file", 1)
+
+
+def _print_issues(file: Path, issues: list[ParseIssue]) -> None:
+    for issue in issues[:MAX_ISSUES_SHOWN]:
+        err.print(f"{file}:{issue.line}: {issue.message}", markup=False)
+    if len(issues) > MAX_ISSUES_SHOWN:
+        err.print(f"... and {len(issues) - MAX_ISSUES_SHOWN} more invalid lines")
+
+
+def _open_store(ctx: typer.Context) -> ListStore:
+    try:
+        return ListStore(_state(ctx).home)
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
 
 
 @lists_app.command("show")
@@ -242,7 +255,7 @@ def lists_show(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
 ) -> None:
     """Show the lists in the store, with their sizes and provenance."""
-    with ListStore(_state(ctx).home) as store:
+    with _open_store(ctx) as store:
         infos = store.lists()
     builtin_counts: dict[str, int] = {}
     for rec in testsignature.records():
@@ -293,7 +306,7 @@ def lists_show(
 @lists_app.command("remove")
 def lists_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="List to remove.")]) -> None:
     """Remove a list and all its hashes from the store."""
-    with ListStore(_state(ctx).home) as store:
+    with _open_store(ctx) as store:
         try:
             store.remove(name)
         except StoreError as exc:
@@ -317,7 +330,7 @@ def lists_export(
         with _output(output) as out:
             writer.export(recs, out, name)
         return
-    with ListStore(_state(ctx).home) as store:
+    with _open_store(ctx) as store:
         if name not in store.names():
             raise _fail(f"no list named {name!r}")
         with _output(output) as out:
@@ -394,13 +407,16 @@ def scan_command(
 ) -> None:
     """Scan files for matches with the hash lists. Exit 1 on a match, 2 on read errors, else 0."""
     home = _state(ctx).home
-    store = ListStore(home)
+    store = _open_store(ctx)
     detect_lists, ignore_lists = _select_lists(store, lists)
     test_rows = [] if no_test_list else testsignature.entry_rows()
     index = ListIndex.build(test_rows, store=store, store_lists=detect_lists)
     known_good = _known_good(store, ignore_lists)
     options = HashOptions(extra_queries=extra_queries)
-    signal_cache = SignalCache(home / "scan-cache.sqlite", options.fingerprint()) if cache else None
+    try:
+        signal_cache = SignalCache(home / "scan-cache.sqlite", options.fingerprint()) if cache else None
+    except (OSError, sqlite3.Error) as exc:
+        raise _fail(f"cannot open the scan cache in {home}: {exc}") from None
     scanner = Scanner(
         Matcher(index, threshold),
         options,

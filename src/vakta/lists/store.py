@@ -74,7 +74,11 @@ _BATCH = 50_000
 
 
 class StoreError(Exception):
-    """A request the store cannot carry out (unknown list, purpose clash...)."""
+    """A request the store cannot carry out (unknown list, purpose clash, unusable folder...)."""
+
+
+class EmptyImportError(StoreError):
+    """The file held no valid record; nothing was stored (no empty list is left behind)."""
 
 
 @dataclass(slots=True)
@@ -126,12 +130,16 @@ class ListStore:
     """Hash lists kept in ``<home>/lists.sqlite``."""
 
     def __init__(self, home: Path) -> None:
-        home.mkdir(parents=True, exist_ok=True)
         self.path = home / "lists.sqlite"
-        self._db = sqlite3.connect(self.path)
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path)
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StoreError(f"cannot open the list store {self.path}: {reason}") from None
 
     def close(self) -> None:
         self._db.close()
@@ -178,6 +186,8 @@ class ListStore:
                 rows += len(batch)
             self._db.execute(_UPSERT)
             self._db.execute("DELETE FROM staging")
+            if report.records == 0:
+                raise EmptyImportError("no valid records in the file; nothing imported")
             report.added = self._count(list_id) - before
             report.duplicates = rows - report.added
             self._db.execute(
