@@ -144,13 +144,30 @@ def _dump(obj: object, out: IO[str]) -> None:
 # --------------------------------------------------------------------------- hash
 
 
+class HashFormat(StrEnum):
+    json = "json"
+    vpdq = "vpdq"
+
+
+SECONDS_PER_HASH_HELP = "Video: hash one frame per this many seconds (0: every frame), as vPDQ does."
+MAX_VIDEO_SECONDS_HELP = "Video: sample at most this many seconds from the start (0: no limit)."
+
+
 @app.command("hash")
 def hash_command(
     paths: Annotated[list[str], typer.Argument(help="Files (or folders, walked recursively) to hash.")],
+    fmt: Annotated[
+        HashFormat,
+        typer.Option("--format", help="json: one object per file; vpdq: videos' frame hashes as vPDQ lines."),
+    ] = HashFormat.json,
+    seconds_per_hash: Annotated[float, typer.Option(min=0, help=SECONDS_PER_HASH_HELP)] = 1.0,
+    max_video_seconds: Annotated[float, typer.Option(min=0, help=MAX_VIDEO_SECONDS_HELP)] = 7200.0,
     follow_symlinks: Annotated[bool, typer.Option(help="Follow symbolic links.")] = False,
 ) -> None:
-    """Print the digests and PDQ hash of files, one JSON object per line."""
-    options = HashOptions(extra_queries=False)
+    """Print the digests and PDQ hash of files (one JSON object per line), or videos' vPDQ."""
+    options = HashOptions(
+        extra_queries=False, seconds_per_hash=seconds_per_hash, max_video_seconds=max_video_seconds
+    )
     failed = False
     for target in paths:
         for item in source_for(target).items(target, follow_symlinks):
@@ -159,7 +176,17 @@ def hash_command(
                 err.print(f"skipped {signals.path}: {signals.skipped}", markup=False)
                 continue
             failed |= bool(signals.errors)
-            _dump(signals.hash_fields(), sys.stdout)
+            if fmt is HashFormat.json:
+                _dump(signals.hash_fields(), sys.stdout)
+            elif signals.video_frames:
+                # The reference's own line format, one block per video under a comment line.
+                sys.stdout.write(f"# {signals.path}\n")
+                sys.stdout.writelines(f.vpdq_line() + "\n" for f in signals.video_frames)
+            else:
+                err.print(
+                    f"{signals.path}: no video frames ({'; '.join(signals.errors) or signals.type})",
+                    markup=False,
+                )
     raise typer.Exit(2 if failed else 0)
 
 
@@ -401,6 +428,8 @@ def scan_command(
             "border-trimmed (resized copies, edits, watermarks, screenshots, padding)."
         ),
     ] = True,
+    seconds_per_hash: Annotated[float, typer.Option(min=0, help=SECONDS_PER_HASH_HELP)] = 1.0,
+    max_video_seconds: Annotated[float, typer.Option(min=0, help=MAX_VIDEO_SECONDS_HELP)] = 7200.0,
     progress: Annotated[
         bool | None, typer.Option(help="Progress bar (default: when stderr is a terminal).")
     ] = None,
@@ -412,7 +441,9 @@ def scan_command(
     test_rows = [] if no_test_list else testsignature.entry_rows()
     index = ListIndex.build(test_rows, store=store, store_lists=detect_lists)
     known_good = _known_good(store, ignore_lists)
-    options = HashOptions(extra_queries=extra_queries)
+    options = HashOptions(
+        extra_queries=extra_queries, seconds_per_hash=seconds_per_hash, max_video_seconds=max_video_seconds
+    )
     try:
         signal_cache = SignalCache(home / "scan-cache.sqlite", options.fingerprint()) if cache else None
     except (OSError, sqlite3.Error) as exc:

@@ -17,6 +17,19 @@ class PdqQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class VideoFrame:
+    """One sampled frame of a video: the reference vPDQ line ``frame,quality,pdq,timestamp``."""
+
+    frame: int
+    timestamp: float
+    pdq: str
+    quality: int
+
+    def vpdq_line(self) -> str:
+        return f"{self.frame},{self.quality},{self.pdq},{self.timestamp:.3f}"
+
+
+@dataclass(frozen=True, slots=True)
 class HashOptions:
     """Settings of the hashing stage; part of the scan-cache key via :meth:`fingerprint`."""
 
@@ -26,6 +39,10 @@ class HashOptions:
     reduce_jpeg: bool = True
     #: Query-side variants (upscaled, border-trimmed) beside the eight rotations.
     extra_queries: bool = True
+    #: Video: one frame hashed per this many seconds (0: every frame), as vPDQ samples.
+    seconds_per_hash: float = 1.0
+    #: Video: sample at most this many seconds from the start (0: all), bounding hostile files.
+    max_video_seconds: float = 7200.0
 
     def fingerprint(self) -> str:
         return "v1:" + ",".join(f"{k}={v}" for k, v in sorted(asdict(self).items()))
@@ -46,6 +63,8 @@ class Signals:
     image_width: int | None = None
     image_height: int | None = None
     pdq_queries: list[PdqQuery] = field(default_factory=list)
+    video_frames: list[VideoFrame] = field(default_factory=list)
+    video_seconds: float | None = None
     errors: list[str] = field(default_factory=list)
     #: Raw path bytes (base64) when the path is not valid UTF-8, so it is reported losslessly.
     path_b64: str | None = None
@@ -62,6 +81,9 @@ class Signals:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
+        if self.video_frames:
+            out["video_seconds"] = round(self.video_seconds or 0.0, 3)
+            out["vpdq_frames"] = len(self.video_frames)
         if self.errors:
             out["error"] = "; ".join(self.errors)
         return out
@@ -74,4 +96,5 @@ class Signals:
     @classmethod
     def from_cache(cls, data: dict[str, Any]) -> Signals:
         queries = [PdqQuery(**q) for q in data.pop("pdq_queries", [])]
-        return cls(**data, pdq_queries=queries)
+        frames = [VideoFrame(**f) for f in data.pop("video_frames", [])]
+        return cls(**data, pdq_queries=queries, video_frames=frames)
