@@ -79,6 +79,25 @@ def test_every_frame_lands_on_the_reference_hashes() -> None:
 
 
 @needs_vectors
+def test_frames_scaled_to_128_land_on_the_reference_128_hashes() -> None:
+    medians = []
+    for video in sorted((VPDQ / "videos").glob("*.mp4")):
+        if not (VPDQ / "hashes" / f"{video.stem}-128x128.txt").exists():
+            continue
+        reference = _reference(f"{video.stem}-128x128")
+        ours = {
+            f.frame: f
+            for f in _hash(video.read_bytes(), seconds_per_hash=0, video_frame_size=128).video_frames
+        }
+        distances = [pdq.hamming(ours[n].pdq, value) for n, (_, value, _) in reference.items()]
+        assert statistics.median(distances) <= 8, video.name
+        assert np.mean(np.array(distances) <= 31) >= 0.95, video.name
+        medians.append(statistics.median(distances))
+    assert len(medians) >= 10
+    assert statistics.median(medians) <= 2
+
+
+@needs_vectors
 def test_sampling_follows_the_reference_convention() -> None:
     video = VPDQ / "videos" / "chair-19-sd-bar.mp4"
     reference = _reference("chair-19-sd-bar")

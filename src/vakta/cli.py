@@ -162,11 +162,18 @@ def hash_command(
     ] = HashFormat.json,
     seconds_per_hash: Annotated[float, typer.Option(min=0, help=SECONDS_PER_HASH_HELP)] = 1.0,
     max_video_seconds: Annotated[float, typer.Option(min=0, help=MAX_VIDEO_SECONDS_HELP)] = 7200.0,
+    frame_size: Annotated[
+        int,
+        typer.Option(min=0, help="Video: scale frames to NxN before hashing (0: native; reference: 128)."),
+    ] = 0,
     follow_symlinks: Annotated[bool, typer.Option(help="Follow symbolic links.")] = False,
 ) -> None:
     """Print the digests and PDQ hash of files (one JSON object per line), or videos' vPDQ."""
     options = HashOptions(
-        extra_queries=False, seconds_per_hash=seconds_per_hash, max_video_seconds=max_video_seconds
+        extra_queries=False,
+        seconds_per_hash=seconds_per_hash,
+        max_video_seconds=max_video_seconds,
+        video_frame_size=frame_size,
     )
     failed = False
     for target in paths:

@@ -43,6 +43,9 @@ class HashOptions:
     seconds_per_hash: float = 1.0
     #: Video: sample at most this many seconds from the start (0: all), bounding hostile files.
     max_video_seconds: float = 7200.0
+    #: Video: scale frames to this many pixels square before hashing (0: native size);
+    #: the reference's downscaled mode uses 128.
+    video_frame_size: int = 0
 
     def fingerprint(self) -> str:
         return "v1:" + ",".join(f"{k}={v}" for k, v in sorted(asdict(self).items()))

@@ -3,7 +3,8 @@
 Reference conventions (measured, see docs/vpdq-interop.md): frames are counted
 in decode order from 0; a frame is kept when ``number % max(1, int(seconds
 per hash * fps)) == 0``; its timestamp is ``number / fps``; frames are hashed
-at the stream's own size, never rotated.  YUV is converted to RGB with
+at the stream's own size (or scaled to N x N with Lanczos, the reference's
+downscaled mode), never rotated.  YUV is converted to RGB with
 swscale's exact path (``POINT | ACCURATE_RND``), which equals the C converter
 the reference hashes were made with on every CPU; the default SIMD path is off
 by a level or two, enough to move dark, flat frames by dozens of bits.
@@ -90,7 +91,12 @@ def _sample(container: object, options: HashOptions) -> tuple[list[VideoFrame], 
             continue
         if frame.width * frame.height > MAX_FRAME_PIXELS:
             raise VideoDecodeError(f"video frame {frame.width}x{frame.height} is over the size limit")
-        rgb = frame.to_ndarray(format="rgb24", interpolation=_EXACT_RGB)
+        size = options.video_frame_size
+        if size:
+            # The reference's downscaled files were made with swscale's Lanczos.
+            rgb = frame.to_ndarray(width=size, height=size, format="rgb24", interpolation="LANCZOS")
+        else:
+            rgb = frame.to_ndarray(format="rgb24", interpolation=_EXACT_RGB)
         hashed = pdq.hash_luma(rgb.astype(np.float32) @ _LUMA)
         frames.append(VideoFrame(number, number / fps, hashed.hex, hashed.quality))
     return frames, (number + 1) / fps
