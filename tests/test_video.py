@@ -163,3 +163,31 @@ def test_broken_video_is_an_error_on_the_item(damage: str) -> None:
     assert signals.errors or signals.video_frames  # a readable prefix may still give frames
     if signals.errors:
         assert "video" in signals.errors[0]
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG"])
+def test_animated_picture_is_hashed_as_a_short_video(fmt: str, tmp_path: Path, run_cli: RunCli) -> None:
+    picture = Image.open(io.BytesIO(testsignature.image_bytes())).convert("RGB").resize((320, 240))
+    shown = []
+    for i in range(6):  # the picture held for 1.5 s, a corner pixel changing so no encoder merges frames
+        copy = picture.copy()
+        copy.putpixel((0, 0), (i * 40, 0, 0))
+        shown.append(copy)
+    frames = [Image.fromarray(_filler(i)) for i in range(12)] + shown
+    path = tmp_path / f"anim.{fmt.lower()}"
+    frames[0].save(path, fmt, save_all=True, append_images=frames[1:], duration=250, loop=0)
+    signals = _hash(path.read_bytes(), seconds_per_hash=1.0)
+    assert [f.frame for f in signals.video_frames] == [0, 4, 8, 12, 16]
+    assert signals.video_seconds == pytest.approx(4.5)
+    result = run_cli("scan", tmp_path, "--workers", 1)
+    assert result.exit_code == 1, result.stderr
+    [finding] = result.records()
+    variants = {m.get("variant") for m in finding["matches"] if m["signal"] == "pdq"}
+    assert variants & {"frame 12 (3.000 s)", "frame 16 (4.000 s)"}, finding["matches"]
+
+
+def test_still_gif_is_not_a_video() -> None:
+    out = io.BytesIO()
+    Image.fromarray(_filler(0)).save(out, "GIF")
+    signals = _hash(out.getvalue())
+    assert signals.pdq and not signals.video_frames and not signals.errors

@@ -10,7 +10,8 @@ the reference hashes were made with on every CPU; the default SIMD path is off
 by a level or two, enough to move dark, flat frames by dozens of bits.
 
 Every sampled frame is also a PDQ query, so a known image that appears as
-frames inside a video is found by the image lists.
+frames inside a video is found by the image lists.  Animated GIF, WebP and
+PNG pictures are hashed the same way, as short videos.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image, ImageSequence
 
 from vakta.signals import pdq
 from vakta.signals.model import HashOptions, PdqQuery, Signals, VideoFrame
@@ -31,6 +33,9 @@ _EXACT_RGB = 16 | 262144
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 #: Frames larger than this (in pixels) are refused as hostile (8K is 33 MP).
 MAX_FRAME_PIXELS = 50_000_000
+#: Animated pictures are hashed as short videos; only so many frames are read.
+MAX_ANIMATION_FRAMES = 100_000
+ANIMATED_IMAGE_TYPES = frozenset({"image/gif", "image/webp", "image/png", "image/apng"})
 
 
 class VideoDecodeError(ValueError):
@@ -44,9 +49,15 @@ class VideoHasher:
     name: str = "vpdq"
 
     def accepts(self, content_type: str) -> bool:
-        return content_type.startswith("video/")
+        return content_type.startswith("video/") or content_type in ANIMATED_IMAGE_TYPES
 
     def compute(self, data: bytes, signals: Signals, options: HashOptions) -> None:
+        if signals.type in ANIMATED_IMAGE_TYPES:
+            frames, duration = _animated_frames(data, options)
+            if len(frames) < 2:
+                return  # a still picture: the PDQ hasher has it
+            _record(signals, frames, duration)
+            return
         try:
             import av
         except ImportError as exc:  # pragma: no cover - av is a declared dependency
@@ -62,11 +73,50 @@ class VideoHasher:
             raise VideoDecodeError(f"video decode failed: {type(exc).__name__}: {exc}") from None
         if not frames:
             raise VideoDecodeError("video has no decodable frames")
-        signals.video_frames = frames
-        signals.video_seconds = duration
-        signals.pdq_queries += [
-            PdqQuery(f.pdq, f.quality, "original", f"frame {f.frame} ({f.timestamp:.3f} s)") for f in frames
-        ]
+        _record(signals, frames, duration)
+
+
+def _record(signals: Signals, frames: list[VideoFrame], duration: float) -> None:
+    signals.video_frames = frames
+    signals.video_seconds = duration
+    signals.pdq_queries += [
+        PdqQuery(f.pdq, f.quality, "original", f"frame {f.frame} ({f.timestamp:.3f} s)") for f in frames
+    ]
+
+
+def _animated_frames(data: bytes, options: HashOptions) -> tuple[list[VideoFrame], float]:
+    """Frames of an animated GIF/WebP/PNG, sampled by their own timing (decoded by Pillow).
+
+    Frame durations vary, so a frame is kept when its start time reaches the
+    next sampling time, rather than by a fixed frame stride.
+    """
+    frames: list[VideoFrame] = []
+    t = 0.0
+    next_sample = 0.0
+    try:
+        im = Image.open(io.BytesIO(data))
+        animated = getattr(im, "n_frames", 1) >= 2
+    except Exception:  # not a picture Pillow reads: the PDQ hasher reports why
+        return [], 0.0
+    if not animated:
+        return [], 0.0
+    try:
+        with im:
+            for number, frame in enumerate(ImageSequence.Iterator(im)):
+                frame.load()  # some formats (WebP) set a frame's duration only once it is decoded
+                if number >= MAX_ANIMATION_FRAMES or (
+                    options.max_video_seconds and t > options.max_video_seconds
+                ):
+                    break
+                if t >= next_sample or options.seconds_per_hash == 0:
+                    rgb = np.asarray(frame.convert("RGB"), dtype=np.float32)
+                    hashed = pdq.hash_luma(rgb @ _LUMA)
+                    frames.append(VideoFrame(number, t, hashed.hex, hashed.quality))
+                    next_sample = t + options.seconds_per_hash
+                t += max(float(frame.info.get("duration", 100) or 100), 10.0) / 1000.0
+    except Exception as exc:  # Pillow reports hostile input in many ways
+        raise VideoDecodeError(f"animation decode failed: {type(exc).__name__}: {exc}") from None
+    return frames, t
 
 
 def _sample(container: object, options: HashOptions) -> tuple[list[VideoFrame], float]:
