@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vakta.signals import pdq
+from vakta.signals import kinds, pdq
 from vakta.signals.imaging import MAX_AXIS, decode_luma
 
 SIZES = [(64, 64), (100, 37), (257, 513), (480, 640), (1004, 1600), (1, 300), (3, 3)]
@@ -68,7 +68,7 @@ def test_hamming_and_hex_validation() -> None:
     assert pdq.hamming(a, "0" * 64) == 256
     assert pdq.hamming(a, a) == 0
     with pytest.raises(ValueError, match="64 hex"):
-        pdq.hex_to_bytes("abc")
+        kinds.normalize("pdq", "abc")
 
 
 def test_reduced_axis_weights_stay_small_for_absurd_shapes() -> None:

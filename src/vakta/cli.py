@@ -13,7 +13,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Annotated, BinaryIO
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -27,11 +26,11 @@ from vakta.home import resolve_home
 from vakta.lists.formats import detect, list_formats
 from vakta.lists.model import ListRecord, ParseIssue
 from vakta.lists.store import DETECT, IGNORE, EmptyImportError, ListStore, StoreError
-from vakta.matching.index import DEFAULT_THRESHOLD, DigestIndex, ListIndex
+from vakta.matching.index import DEFAULT_THRESHOLD, ListIndex, store_digests
 from vakta.matching.matcher import Matcher
 from vakta.pipeline import KnownGood, Scanner, default_workers, hash_item
 from vakta.progress import ScanProgress
-from vakta.signals.kinds import DIGEST_KINDS, HEX_LENGTHS
+from vakta.signals.kinds import HEX_LENGTHS
 from vakta.signals.model import HashOptions
 from vakta.sinks import sinks
 from vakta.sources import source_for
@@ -388,17 +387,6 @@ def _select_lists(store: ListStore, names: list[str] | None) -> tuple[list[str],
     return [n for n in chosen if n in detect_lists], named_ignore or ignore_lists
 
 
-def _known_good(store: ListStore, names: list[str]) -> KnownGood:
-    digests = {}
-    for kind in DIGEST_KINDS:
-        values = [store.hash_values(name, kind) for name in names]
-        width = HEX_LENGTHS[kind] // 2
-        parts = [np.full(len(v) // width, i, dtype=np.int32) for i, v in enumerate(values)]
-        owners = np.concatenate(parts) if parts else np.empty(0, np.int32)
-        digests[kind] = DigestIndex(kind, b"".join(values), owners)
-    return KnownGood(digests, names)
-
-
 @app.command("scan")
 def scan_command(
     ctx: typer.Context,
@@ -447,7 +435,7 @@ def scan_command(
     detect_lists, ignore_lists = _select_lists(store, lists)
     test_rows = [] if no_test_list else testsignature.entry_rows()
     index = ListIndex.build(test_rows, store=store, store_lists=detect_lists)
-    known_good = _known_good(store, ignore_lists)
+    known_good = KnownGood(store_digests(store, ignore_lists), ignore_lists)
     options = HashOptions(
         extra_queries=extra_queries, seconds_per_hash=seconds_per_hash, max_video_seconds=max_video_seconds
     )

@@ -71,9 +71,6 @@ class DigestIndex:
         owners: list[int] = self._owners[lo:hi].tolist()
         return owners
 
-    def __contains__(self, hexdigest: str) -> bool:
-        return bool(self.lookup(hexdigest))
-
 
 def _neighbour_masks(radius: int) -> NDArray[np.uint16]:
     """XOR masks of every 16-bit word within ``radius`` flipped bits of zero."""
@@ -176,6 +173,20 @@ class _Columns:
     def owner_array(self) -> Owners:
         return np.concatenate(self.owners) if self.owners else np.empty(0, np.int32)
 
+    def digest_index(self, kind: str) -> DigestIndex:
+        return DigestIndex(kind, b"".join(self.values), self.owner_array())
+
+
+def store_digests(store: ListStore, names: Sequence[str]) -> dict[str, DigestIndex]:
+    """Digest indexes of whole store lists; list numbers are positions in ``names``."""
+    indexes = {}
+    for kind in DIGEST_KINDS:
+        columns = _Columns()
+        for number, name in enumerate(names):
+            columns.add(store.hash_values(name, kind), number, HEX_LENGTHS[kind] // 2)
+        indexes[kind] = columns.digest_index(kind)
+    return indexes
+
 
 @dataclass
 class SearchIndex:
@@ -242,9 +253,7 @@ class ListIndex:
             found = store.provenance(name, kind, value) if store is not None else None
             return _meta(found) if found else None
 
-        digests = {
-            k: DigestIndex(k, b"".join(columns[k].values), columns[k].owner_array()) for k in DIGEST_KINDS
-        }
+        digests = {k: columns[k].digest_index(k) for k in DIGEST_KINDS}
         pdq = PdqIndex(b"".join(columns["pdq"].values), columns["pdq"].owner_array())
         return cls(SearchIndex(digests, pdq, names), provenance)
 

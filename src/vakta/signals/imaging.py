@@ -77,7 +77,8 @@ def _jpeg_scale(width: int, height: int) -> int:
     return 1
 
 
-def _rgb_luma(rgb: NDArray[np.uint8]) -> LumaArray:
+def rgb_luma(rgb: NDArray[np.uint8] | NDArray[np.float32]) -> LumaArray:
+    """Luma as the reference computes it from 8-bit RGB (alpha, if any, ignored)."""
     result: LumaArray = rgb[..., :3].astype(np.float32) @ _LUMA
     return result
 
@@ -88,14 +89,14 @@ def _to_luma(im: Image.Image) -> LumaArray:
         return np.asarray(im, dtype=np.float32)
     if mode in ("RGB", "RGBA", "RGBX"):
         # Alpha is dropped, not composited: that is what the reference hashes.
-        return _rgb_luma(np.asarray(im))
+        return rgb_luma(np.asarray(im))
     if mode in ("LA", "La"):
         return np.asarray(im.getchannel(0), dtype=np.float32)
     if mode.startswith("I") or mode == "F":
         return _wide_luma(im)
     if mode == "LAB":
         return np.asarray(im.getchannel(0), dtype=np.float32)
-    return _rgb_luma(np.asarray(im.convert("RGB")))
+    return rgb_luma(np.asarray(im.convert("RGB")))
 
 
 def _wide_luma(im: Image.Image) -> LumaArray:

@@ -26,7 +26,6 @@ HASH_BITS = 256
 HASH_HEX_LEN = HASH_BITS // 4
 _GRID = 64
 _DCT_SIZE = 16
-_BOX_PASSES = 2
 #: The reference gives images thinner than this an all-zero hash of quality 0.
 MIN_HASHABLE_DIM = 5
 _EMPTY = "0" * (HASH_BITS // 4)
@@ -74,7 +73,6 @@ class _BoxPass:
         self.before = width - half
         self.after = half - 1
         self.last = length - 1
-        self.width = width
 
     def lo(self, k: NDArray[np.int64]) -> NDArray[np.int64]:
         return np.maximum(k - self.before, 0)
@@ -162,11 +160,20 @@ def grid64(
     ``scale`` and ``full_shape`` (stored height, width) describe a reduced decode
     or a pre-reduced axis (see :func:`sampling_matrix`).
     """
-    full_rows, full_cols = full_shape if full_shape else (None, None)
-    rows = sampling_matrix(luma.shape[0], scale[0], full_rows)
-    cols = sampling_matrix(luma.shape[1], scale[1], full_cols)
+    rows, cols = _axis_weights(luma, scale, full_shape)
     result: FloatArray = rows @ (luma @ cols.T)
     return result
+
+
+def _axis_weights(
+    luma: FloatArray, scale: Scale, full_shape: tuple[int, int] | None
+) -> tuple[FloatArray, FloatArray]:
+    """The row and column sampling weights of a luma plane (see :func:`grid64`)."""
+    full_rows, full_cols = full_shape if full_shape else (None, None)
+    return (
+        sampling_matrix(luma.shape[0], scale[0], full_rows),
+        sampling_matrix(luma.shape[1], scale[1], full_cols),
+    )
 
 
 def quality(grid: FloatArray) -> int:
@@ -206,9 +213,7 @@ def dihedral_grids(
     dihedral mode flips DCT signs instead, which is off by the filter's
     asymmetry and misses some mirrored copies) and cost one extra matrix product.
     """
-    full_rows, full_cols = full_shape if full_shape else (None, None)
-    rows = sampling_matrix(luma.shape[0], scale[0], full_rows)
-    cols = sampling_matrix(luma.shape[1], scale[1], full_cols)
+    rows, cols = _axis_weights(luma, scale, full_shape)
     both = luma @ np.concatenate([cols, cols[:, ::-1]]).T
     across, across_rev = both[:, :_GRID], both[:, _GRID:]
     g = rows @ across
@@ -241,13 +246,6 @@ def dihedral_hashes(
         return [_EMPTY] * len(TRANSFORMS), 0
     grids = dihedral_grids(luma, scale, full_shape)
     return [_bits_to_hex(dct16(g)) for g in grids], quality(grids[0])
-
-
-def hex_to_bytes(value: str) -> bytes:
-    """Validate a PDQ hex string and return its 32 bytes."""
-    if len(value) != HASH_HEX_LEN:
-        raise ValueError(f"PDQ hash must be {HASH_HEX_LEN} hex characters, got {len(value)}")
-    return bytes.fromhex(value)
 
 
 def hamming(a: str, b: str) -> int:

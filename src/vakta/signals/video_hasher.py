@@ -24,13 +24,13 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 from vakta.signals import pdq
+from vakta.signals.imaging import rgb_luma
 from vakta.signals.model import HashOptions, PdqQuery, Signals, VideoFrame
 
 log = logging.getLogger(__name__)
 
 # swscale flags: point sampling (no scaling happens) with exact rounding.
 _EXACT_RGB = 16 | 262144
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 #: Frames larger than this (in pixels) are refused as hostile (8K is 33 MP).
 MAX_FRAME_PIXELS = 50_000_000
 #: Animated pictures are hashed as short videos; only so many frames are read.
@@ -109,8 +109,7 @@ def _animated_frames(data: bytes, options: HashOptions) -> tuple[list[VideoFrame
                 ):
                     break
                 if t >= next_sample or options.seconds_per_hash == 0:
-                    rgb = np.asarray(frame.convert("RGB"), dtype=np.float32)
-                    hashed = pdq.hash_luma(rgb @ _LUMA)
+                    hashed = pdq.hash_luma(rgb_luma(np.asarray(frame.convert("RGB"))))
                     frames.append(VideoFrame(number, t, hashed.hex, hashed.quality))
                     next_sample = t + options.seconds_per_hash
                 t += max(float(frame.info.get("duration", 100) or 100), 10.0) / 1000.0
@@ -147,7 +146,7 @@ def _sample(container: object, options: HashOptions) -> tuple[list[VideoFrame], 
             rgb = frame.to_ndarray(width=size, height=size, format="rgb24", interpolation="LANCZOS")
         else:
             rgb = frame.to_ndarray(format="rgb24", interpolation=_EXACT_RGB)
-        hashed = pdq.hash_luma(rgb.astype(np.float32) @ _LUMA)
+        hashed = pdq.hash_luma(rgb_luma(rgb))
         frames.append(VideoFrame(number, number / fps, hashed.hex, hashed.quality))
     return frames, (number + 1) / fps
 
