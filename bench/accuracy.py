@@ -30,8 +30,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 from vakta.lists.store import EntryRow
-from vakta.matching.index import MIN_QUALITY, ListIndex
+from vakta.matching.index import ListIndex
 from vakta.matching.matcher import Matcher
+from vakta.matching.search import MIN_QUALITY
 from vakta.pipeline import Scanner, hash_item
 from vakta.signals import pdq
 from vakta.signals.model import HashOptions

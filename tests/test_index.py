@@ -9,8 +9,9 @@ import pytest
 
 from vakta.lists.model import ListRecord
 from vakta.lists.store import EntryRow, ListStore
-from vakta.matching.index import ListIndex, PdqIndex
+from vakta.matching.index import ListIndex
 from vakta.matching.matcher import Matcher
+from vakta.matching.search import PdqIndex
 from vakta.signals.model import PdqQuery, Signals
 
 

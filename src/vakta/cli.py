@@ -8,7 +8,7 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Annotated, BinaryIO
@@ -25,9 +25,11 @@ from vakta.findings import Finding
 from vakta.home import resolve_home
 from vakta.lists.formats import detect, list_formats
 from vakta.lists.model import ListRecord, ParseIssue
-from vakta.lists.store import DETECT, IGNORE, EmptyImportError, ListStore, StoreError
-from vakta.matching.index import DEFAULT_THRESHOLD, ListIndex, store_digests
+from vakta.lists.store import DETECT, IGNORE, VIDEO_KIND, EmptyImportError, ListStore, StoreError
+from vakta.matching.index import ListIndex, store_digests
 from vakta.matching.matcher import Matcher
+from vakta.matching.search import DEFAULT_THRESHOLD
+from vakta.matching.videos import DEFAULT_SHARE, VideoRule
 from vakta.pipeline import KnownGood, Scanner, default_workers, hash_item
 from vakta.progress import ScanProgress
 from vakta.signals.kinds import HEX_LENGTHS
@@ -64,6 +66,7 @@ class ListFormatChoice(StrEnum):
     csv = "csv"
     threatexchange = "threatexchange"
     vics = "vics"
+    vpdq = "vpdq"
 
 
 class KindChoice(StrEnum):
@@ -85,6 +88,7 @@ class ExportFormat(StrEnum):
     vics = "vics"
     text = "text"
     threatexchange = "threatexchange"
+    vpdq = "vpdq"
 
 
 def _version(value: bool) -> None:
@@ -150,6 +154,8 @@ class HashFormat(StrEnum):
 
 SECONDS_PER_HASH_HELP = "Video: hash one frame per this many seconds (0: every frame), as vPDQ does."
 MAX_VIDEO_SECONDS_HELP = "Video: sample at most this many seconds from the start (0: no limit)."
+KEYFRAMES_HELP = "Video triage: decode and hash key frames only (much faster; fewer frames than vPDQ)."
+PRUNE_HELP = "Video: drop a sampled frame within this many bits of the last kept one (-1: keep all)."
 
 
 @app.command("hash")
@@ -165,6 +171,8 @@ def hash_command(
         int,
         typer.Option(min=0, help="Video: scale frames to NxN before hashing (0: native; reference: 128)."),
     ] = 0,
+    keyframes_only: Annotated[bool, typer.Option("--keyframes-only", help=KEYFRAMES_HELP)] = False,
+    prune_distance: Annotated[int, typer.Option(min=-1, max=256, help=PRUNE_HELP)] = -1,
     follow_symlinks: Annotated[bool, typer.Option(help="Follow symbolic links.")] = False,
 ) -> None:
     """Print the digests and PDQ hash of files (one JSON object per line), or videos' vPDQ."""
@@ -173,6 +181,8 @@ def hash_command(
         seconds_per_hash=seconds_per_hash,
         max_video_seconds=max_video_seconds,
         video_frame_size=frame_size,
+        keyframes_only=keyframes_only,
+        video_prune_distance=prune_distance,
     )
     failed = False
     for target in paths:
@@ -202,25 +212,37 @@ def hash_command(
 def _read_list(
     file: Path, fmt_name: str, kind: str | None
 ) -> tuple[str, BinaryIO, Iterator[ListRecord | ParseIssue]]:
-    try:
-        stream = file.open("rb")
-    except OSError as exc:
-        raise _fail(f"cannot read {file}: {exc.strerror or exc}") from None
+    """Open and parse one list file; OSError when it cannot be read."""
+    stream = file.open("rb")
     head = stream.read(SNIFF_BYTES)
     stream.seek(0)
     fmt = detect(head, file.name) if fmt_name == "auto" else list_formats.get(fmt_name)
 
     def parsed() -> Iterator[ListRecord | ParseIssue]:
         with stream:
-            yield from fmt.parse(stream, kind)
+            for record in fmt.parse(stream, kind):
+                if isinstance(record, ListRecord) and record.frames and record.entry_id is None:
+                    # A reference vPDQ file is one video, named only by its file.
+                    record = replace(record, entry_id=file.stem)
+                yield record
 
     return fmt.name, stream, parsed()
+
+
+def _list_files(path: Path) -> list[Path]:
+    """The list file, or every file in a folder of them (one vPDQ file per video, say), sorted."""
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise _fail(f"{path}: no list files in this folder")
+    return files
 
 
 @lists_app.command("import")
 def lists_import(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="The list file.")],
+    path: Annotated[Path, typer.Argument(help="The list file, or a folder of list files (e.g. vPDQ files).")],
     name: Annotated[str, typer.Option("--name", help="Name of the list in the store (new or existing).")],
     fmt: Annotated[ListFormatChoice, typer.Option("--format", help="File format.")] = ListFormatChoice.auto,
     kind: Annotated[
@@ -233,43 +255,59 @@ def lists_import(
     """Import a hash list into the local store (duplicates merged, bad lines reported)."""
     if name == testsignature.LIST_NAME:
         raise _fail(f"{name!r} is the built-in test list")
-    fmt_name, stream, parsed = _read_list(file, fmt.value, kind.value if kind else None)
-    issues: list[ParseIssue] = []
+    if not path.exists():
+        raise _fail(f"{path}: no such file or folder")
+    files = _list_files(path)
+    issues: list[tuple[Path, ParseIssue]] = []
+    formats: list[str] = []
     bar = Progress(
-        TextColumn(f"importing {escape(file.name)}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+        TextColumn(f"importing {escape(path.name)}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
         console=err, transient=True, disable=not err.is_terminal,
     )  # fmt: skip
-    task = bar.add_task("import", total=file.stat().st_size)
+    task = bar.add_task("import", total=sum(f.stat().st_size for f in files))
 
     def records() -> Iterator[ListRecord]:
-        for n, record in enumerate(parsed):
-            if isinstance(record, ParseIssue):
-                issues.append(record)
-            else:
-                yield record
-            if n % 20_000 == 0 and not stream.closed:
-                bar.update(task, completed=stream.tell())
+        done = 0
+        for file in files:
+            try:
+                fmt_name, stream, parsed = _read_list(file, fmt.value, kind.value if kind else None)
+            except OSError as exc:  # one unreadable file in a folder costs that file only
+                issues.append((file, ParseIssue(0, f"cannot read: {exc.strerror or exc}")))
+                continue
+            if fmt_name not in formats:
+                formats.append(fmt_name)
+            for n, record in enumerate(parsed):
+                if isinstance(record, ParseIssue):
+                    issues.append((file, record))
+                else:
+                    yield record
+                if n % 20_000 == 0 and not stream.closed:
+                    bar.update(task, completed=done + stream.tell())
+            done += file.stat().st_size
 
     with _open_store(ctx) as store, bar:
         try:
-            report = store.import_records(name, records(), str(file), fmt_name, IGNORE if ignore else DETECT)
+            report = store.import_records(name, records(), str(path), fmt.value, IGNORE if ignore else DETECT)
         except EmptyImportError as exc:
-            _print_issues(file, issues)
-            raise _fail(f"{file} ({fmt_name}): {exc}", 1) from None
+            _print_issues(issues)
+            raise _fail(f"{path} ({'+'.join(formats)}): {exc}", 1) from None
         except StoreError as exc:
             raise _fail(str(exc)) from None
         report.invalid = len(issues)
-        store.set_invalid_count(report)
-    _print_issues(file, issues)
+        report.format = "+".join(formats)
+        store.finish_import(report)
+    _print_issues(issues)
+    videos = f" ({report.videos} videos)" if report.videos else ""
     err.print(
-        f"{name}: {report.records} records read as {fmt_name}, {report.added} hashes added, "
+        f"{name}: {report.records} records{videos} read as {'+'.join(formats)} from {len(files)} "
+        f"file{'s' if len(files) != 1 else ''}, {report.added} hashes added, "
         f"{report.duplicates} duplicates merged, {report.invalid} invalid",
         markup=False,
     )
 
 
-def _print_issues(file: Path, issues: list[ParseIssue]) -> None:
-    for issue in issues[:MAX_ISSUES_SHOWN]:
+def _print_issues(issues: list[tuple[Path, ParseIssue]]) -> None:
+    for file, issue in issues[:MAX_ISSUES_SHOWN]:
         err.print(f"{file}:{issue.line}: {issue.message}", markup=False)
     if len(issues) > MAX_ISSUES_SHOWN:
         err.print(f"... and {len(issues) - MAX_ISSUES_SHOWN} more invalid lines")
@@ -319,14 +357,14 @@ def lists_show(
         for row in rows:
             _dump(row, sys.stdout)
         return
-    table = Table("list", "purpose", *HEX_LENGTHS, "imports", "last import")
+    table = Table("list", "purpose", *HEX_LENGTHS, "videos", "imports", "last import")
     for row in rows:
         counts = row["counts"]
         assert isinstance(counts, dict)
         table.add_row(
             str(row["name"]) + (" (built-in)" if row["builtin"] else ""),
             str(row["purpose"]),
-            *(f"{counts.get(k, 0):,}" for k in HEX_LENGTHS),
+            *(f"{counts.get(k, 0):,}" for k in (*HEX_LENGTHS, VIDEO_KIND)),
             str(row["imports"]),
             str(row["last_import"] or "-"),
         )
@@ -425,6 +463,27 @@ def scan_command(
     ] = True,
     seconds_per_hash: Annotated[float, typer.Option(min=0, help=SECONDS_PER_HASH_HELP)] = 1.0,
     max_video_seconds: Annotated[float, typer.Option(min=0, help=MAX_VIDEO_SECONDS_HELP)] = 7200.0,
+    keyframes_only: Annotated[bool, typer.Option("--keyframes-only", help=KEYFRAMES_HELP)] = False,
+    prune_distance: Annotated[int, typer.Option(min=-1, max=256, help=PRUNE_HELP)] = -1,
+    video_known_share: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            max=100,
+            help="A known video matches when the scanned file reaches this % of its frames...",
+        ),
+    ] = DEFAULT_SHARE,
+    video_query_share: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            max=100,
+            help="...or when this % of the file's frames reach it (a clip of a known video).",
+        ),
+    ] = DEFAULT_SHARE,
+    video_both: Annotated[
+        bool, typer.Option("--video-both", help="Require both shares (the reference's strict reading).")
+    ] = False,
     progress: Annotated[
         bool | None, typer.Option(help="Progress bar (default: when stderr is a terminal).")
     ] = None,
@@ -437,14 +496,18 @@ def scan_command(
     index = ListIndex.build(test_rows, store=store, store_lists=detect_lists)
     known_good = KnownGood(store_digests(store, ignore_lists), ignore_lists)
     options = HashOptions(
-        extra_queries=extra_queries, seconds_per_hash=seconds_per_hash, max_video_seconds=max_video_seconds
+        extra_queries=extra_queries,
+        seconds_per_hash=seconds_per_hash,
+        max_video_seconds=max_video_seconds,
+        keyframes_only=keyframes_only,
+        video_prune_distance=prune_distance,
     )
     try:
         signal_cache = SignalCache(home / "scan-cache.sqlite", options.fingerprint()) if cache else None
     except (OSError, sqlite3.Error) as exc:
         raise _fail(f"cannot open the scan cache in {home}: {exc}") from None
     scanner = Scanner(
-        Matcher(index, threshold),
+        Matcher(index, threshold, video_rule=VideoRule(video_known_share, video_query_share, video_both)),
         options,
         known_good if known_good else None,
         signal_cache,

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from vakta.cache import SignalCache
 from vakta.findings import Finding
 from vakta.items import Item, ItemChangedError
-from vakta.matching.index import DigestIndex
 from vakta.matching.matcher import Hit, HitFinder, Matcher
+from vakta.matching.search import DigestIndex
 from vakta.signals.compute import compute_signals
 from vakta.signals.model import HashOptions, Signals
 from vakta.sources import source_for

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vakta.signals.model import VideoFrame
+
 
 @dataclass(frozen=True, slots=True)
 class ListRecord:
@@ -11,7 +13,9 @@ class ListRecord:
 
     ``hashes`` maps a kind from :data:`vakta.signals.kinds.HEX_LENGTHS` to its
     normalised (lower-case hex) value.  ``line`` is where the record starts in
-    the source file, for error reports.
+    the source file, for error reports.  A known video carries its vPDQ
+    ``frames`` (the reference's per-frame PDQ hashes), kept together because a
+    video matches as a whole: by the share of its frames a query reaches.
     """
 
     hashes: dict[str, str]
@@ -19,6 +23,7 @@ class ListRecord:
     category: str | None = None
     line: int = 0
     pdq_quality: int | None = None
+    frames: tuple[VideoFrame, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

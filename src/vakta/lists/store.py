@@ -1,22 +1,28 @@
 """The local hash-list store: one SQLite file under the Vakta home folder.
 
 Each hash is a row keyed on (list, kind, value), so re-importing a list or a
-daily delta merges duplicates instead of growing the store.  Every row points
+daily delta merges duplicates instead of growing the store.  A known video's
+vPDQ frames are kept per video (two videos may share a frame, e.g. a black
+one, and must each keep it), keyed on a fingerprint of the frames so that a
+re-imported video merges too.  Every row points
 at the import it came from, which records the source format and time: that is
 the provenance a finding reports.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 
 from vakta.lists.model import ListRecord
+from vakta.signals.model import VideoFrame
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +57,30 @@ CREATE TABLE IF NOT EXISTS entries (
     import_id INTEGER NOT NULL REFERENCES imports(id),
     PRIMARY KEY (list_id, kind, value)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS videos (
+    id INTEGER PRIMARY KEY,
+    list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+    fingerprint BLOB NOT NULL,
+    entry_id TEXT,
+    category TEXT,
+    frames INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    import_id INTEGER NOT NULL REFERENCES imports(id),
+    UNIQUE (list_id, fingerprint)
+);
+CREATE TABLE IF NOT EXISTS video_frames (
+    video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    frame INTEGER NOT NULL,
+    quality INTEGER NOT NULL,
+    value BLOB NOT NULL,
+    timestamp REAL NOT NULL,
+    PRIMARY KEY (video_id, seq)
+) WITHOUT ROWID;
 """
+
+#: The kind under which a known video is counted, matched and reported.
+VIDEO_KIND = "vpdq"
 
 # Rows are staged in a temporary table, then merged in key order: SQLite sorts
 # in C, and ordered inserts into the B-tree are twice as fast as random ones
@@ -91,6 +120,8 @@ class ImportReport:
     added: int = 0
     duplicates: int = 0
     invalid: int = 0
+    #: Known videos (vPDQ) read; each counts as one hash in ``added``/``duplicates``.
+    videos: int = 0
 
 
 @dataclass(slots=True)
@@ -181,7 +212,11 @@ class ListStore:
             rows = 0
             self._db.execute(_STAGE)
             self._db.execute("DELETE FROM staging")
-            for batch in _batched(_rows(records, list_id, import_id, report), _BATCH):
+
+            def add_video(record: ListRecord) -> None:
+                self._add_video(list_id, import_id, record)
+
+            for batch in _batched(_rows(records, list_id, import_id, report, add_video), _BATCH):
                 self._db.executemany("INSERT INTO staging VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
                 rows += len(batch)
             self._db.execute(_UPSERT)
@@ -189,24 +224,51 @@ class ListStore:
             if report.records == 0:
                 raise EmptyImportError("no valid records in the file; nothing imported")
             report.added = self._count(list_id) - before
-            report.duplicates = rows - report.added
+            report.duplicates = rows + report.videos - report.added
             self._db.execute(
                 "UPDATE imports SET records = ?, added = ?, duplicates = ? WHERE id = ?",
                 (report.records, report.added, report.duplicates, import_id),
             )
         return report
 
-    def set_invalid_count(self, report: ImportReport) -> None:
+    def finish_import(self, report: ImportReport) -> None:
+        """Record what is known only once the file was read: invalid lines and the format found."""
         with self._db:
             self._db.execute(
-                "UPDATE imports SET invalid = ? WHERE id = (SELECT MAX(i.id) FROM imports i "
+                "UPDATE imports SET invalid = ?, format = ? WHERE id = (SELECT MAX(i.id) FROM imports i "
                 "JOIN lists l ON l.id = i.list_id WHERE l.name = ?)",
-                (report.invalid, report.list_name),
+                (report.invalid, report.format, report.list_name),
             )
 
+    def _add_video(self, list_id: int, import_id: int, record: ListRecord) -> None:
+        """Store one known video and its frames, unless the list already has the same frames."""
+        lines = "".join(frame.vpdq_line() + "\n" for frame in record.frames)
+        fingerprint = hashlib.sha256(lines.encode()).digest()
+        seconds = max(frame.timestamp for frame in record.frames)
+        cur = self._db.execute(
+            "INSERT INTO videos (list_id, fingerprint, entry_id, category, frames, seconds, import_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (list_id, fingerprint) DO NOTHING",
+            (list_id, fingerprint, record.entry_id, record.category, len(record.frames), seconds, import_id),
+        )
+        if cur.rowcount != 1:
+            return
+        video_id = cur.lastrowid
+        self._db.executemany(
+            "INSERT INTO video_frames VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                (video_id, seq, f.frame, f.quality, bytes.fromhex(f.pdq), f.timestamp)
+                for seq, f in enumerate(record.frames)
+            ),
+        )
+
     def _count(self, list_id: int) -> int:
+        """Hashes plus known videos in a list."""
         return int(
-            self._db.execute("SELECT COUNT(*) FROM entries WHERE list_id = ?", (list_id,)).fetchone()[0]
+            self._db.execute(
+                "SELECT (SELECT COUNT(*) FROM entries WHERE list_id = ?) "
+                "+ (SELECT COUNT(*) FROM videos WHERE list_id = ?)",
+                (list_id, list_id),
+            ).fetchone()[0]
         )
 
     def remove(self, name: str) -> None:
@@ -215,6 +277,7 @@ class ListStore:
             raise StoreError(f"no list named {name!r}")
         with self._db:
             self._db.execute("DELETE FROM entries WHERE list_id = ?", (found[0],))
+            self._db.execute("DELETE FROM videos WHERE list_id = ?", (found[0],))
             self._db.execute("DELETE FROM imports WHERE list_id = ?", (found[0],))
             self._db.execute("DELETE FROM lists WHERE id = ?", (found[0],))
 
@@ -229,6 +292,10 @@ class ListStore:
             "GROUP BY l.name, e.kind"
         ):
             infos[name].counts[kind] = int(count)
+        for name, count in self._db.execute(
+            "SELECT l.name, COUNT(*) FROM videos v JOIN lists l ON l.id = v.list_id GROUP BY l.name"
+        ):
+            infos[name].counts[VIDEO_KIND] = int(count)
         for name, count, last in self._db.execute(
             "SELECT l.name, COUNT(*), MAX(i.imported_at) FROM imports i JOIN lists l ON l.id = i.list_id "
             "GROUP BY l.name"
@@ -275,13 +342,21 @@ class ListStore:
         return b"".join(v for (v,) in self._db.execute(sql, args))
 
     def provenance(self, name: str, kind: str, value: bytes) -> EntryRow | None:
-        """One hash's entry id, category and import (looked up only when it matched)."""
-        row = self._db.execute(
-            "SELECT e.entry_id, e.category, e.quality, i.format, i.imported_at "
-            "FROM entries e JOIN lists l ON l.id = e.list_id JOIN imports i ON i.id = e.import_id "
-            "WHERE l.name = ? AND e.kind = ? AND e.value = ?",
-            (name, kind, value),
-        ).fetchone()
+        """One hash's (or known video's) entry id, category and import, looked up only when it matched."""
+        if kind == VIDEO_KIND:
+            row = self._db.execute(
+                "SELECT v.entry_id, v.category, NULL, i.format, i.imported_at "
+                "FROM videos v JOIN lists l ON l.id = v.list_id JOIN imports i ON i.id = v.import_id "
+                "WHERE l.name = ? AND v.fingerprint = ?",
+                (name, value),
+            ).fetchone()
+        else:
+            row = self._db.execute(
+                "SELECT e.entry_id, e.category, e.quality, i.format, i.imported_at "
+                "FROM entries e JOIN lists l ON l.id = e.list_id JOIN imports i ON i.id = e.import_id "
+                "WHERE l.name = ? AND e.kind = ? AND e.value = ?",
+                (name, kind, value),
+            ).fetchone()
         if row is None:
             return None
         eid, cat, quality, fmt, at = row
@@ -300,13 +375,68 @@ class ListStore:
             current = ListRecord({row.kind: value}, row.entry_id, row.category, 0, row.quality)
         if current is not None:
             yield current
+        yield from self.video_records(name)
+
+    def video_records(self, name: str) -> Iterator[ListRecord]:
+        """The known videos of a list, each with its frames in their original order."""
+        videos = self._db.execute(
+            "SELECT v.id, v.entry_id, v.category FROM videos v JOIN lists l ON l.id = v.list_id "
+            "WHERE l.name = ? ORDER BY v.id",
+            (name,),
+        ).fetchall()
+        for video_id, entry_id, category in videos:
+            frames = tuple(
+                VideoFrame(frame, timestamp, bytes(value).hex(), quality)
+                for frame, quality, value, timestamp in self._db.execute(
+                    "SELECT frame, quality, value, timestamp FROM video_frames WHERE video_id = ? ORDER BY seq",
+                    (video_id,),
+                )
+            )
+            yield ListRecord({}, entry_id, category, frames=frames)
+
+    def video_frames(self, name: str, min_quality: int) -> tuple[list[bytes], bytes, bytes, bytes]:
+        """The frames of list ``name``'s videos that can match, for the index.
+
+        Returns the videos' fingerprints, then for each frame of quality >=
+        ``min_quality``, in video and file order: its video's position in that
+        list (int32), its hash, and its timestamp (float64), each concatenated.
+        """
+        found = self._list_id(name)
+        if found is None:
+            raise StoreError(f"no list named {name!r}")
+        ids = [
+            (int(vid), bytes(fp))
+            for vid, fp in self._db.execute(
+                "SELECT id, fingerprint FROM videos WHERE list_id = ? ORDER BY id", (found[0],)
+            )
+        ]
+        position = {vid: n for n, (vid, _) in enumerate(ids)}
+        owners, stamps = array("i"), array("d")
+        values = bytearray()
+        for vid, value, stamp in self._db.execute(
+            "SELECT f.video_id, f.value, f.timestamp FROM video_frames f JOIN videos v ON v.id = f.video_id "
+            "WHERE v.list_id = ? AND f.quality >= ? ORDER BY f.video_id, f.seq",
+            (found[0], min_quality),
+        ):
+            owners.append(position[vid])
+            values += value
+            stamps.append(stamp)
+        return [fp for _, fp in ids], owners.tobytes(), bytes(values), stamps.tobytes()
 
 
 def _rows(
-    records: Iterable[ListRecord], list_id: int, import_id: int, report: ImportReport
+    records: Iterable[ListRecord],
+    list_id: int,
+    import_id: int,
+    report: ImportReport,
+    add_video: Callable[[ListRecord], None],
 ) -> Iterator[tuple[object, ...]]:
+    """Entry rows of the records; a video's frames go to ``add_video`` as they come."""
     for record in records:
         report.records += 1
+        if record.frames:
+            report.videos += 1
+            add_video(record)
         for kind, value in record.hashes.items():
             quality = record.pdq_quality if kind == "pdq" else None
             yield (list_id, kind, bytes.fromhex(value), record.entry_id, record.category, quality, import_id)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from vakta.matching.index import DEFAULT_THRESHOLD, MIN_QUALITY, EntryMeta, ListIndex, SearchIndex
+from vakta.lists.store import VIDEO_KIND
+from vakta.matching.index import EntryMeta, ListIndex, SearchIndex
+from vakta.matching.search import DEFAULT_THRESHOLD, MIN_QUALITY
+from vakta.matching.videos import VideoHit, VideoRule
 from vakta.signals.kinds import DIGEST_KINDS
 from vakta.signals.model import PdqQuery, Signals
 
@@ -19,6 +22,7 @@ class Match:
     distance: int
     transform: str | None = None
     variant: str | None = None
+    video: VideoHit | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -31,6 +35,8 @@ class Match:
         }
         if self.variant and self.variant != "full":
             out["variant"] = self.variant
+        if self.video is not None:
+            out["video"] = self.video.to_dict()
         out["list_format"] = self.meta.source_format
         out["imported_at"] = self.meta.imported_at
         return out
@@ -50,15 +56,18 @@ class Hit:
     distance: int
     transform: str | None = None
     variant: str | None = None
+    video: VideoHit | None = None
 
 
 @dataclass(frozen=True)
 class HitFinder:
-    """Exact digest hits and PDQ hits within ``threshold`` over all of an item's query hashes."""
+    """Exact digest hits, PDQ hits within ``threshold`` over all of an item's query hashes,
+    and known videos its sampled frames match as a whole."""
 
     index: SearchIndex
     threshold: int = DEFAULT_THRESHOLD
     min_quality: int = MIN_QUALITY
+    video_rule: VideoRule = field(default_factory=VideoRule)
 
     def __post_init__(self) -> None:
         if not 0 <= self.threshold <= 256:
@@ -71,7 +80,18 @@ class HitFinder:
             if value:
                 raw = bytes.fromhex(value)
                 hits += [Hit(list_no, kind, raw, 0) for list_no in self.index.digests[kind].lookup(value)]
-        return hits + self._find_pdq(signals)
+        return hits + self._find_pdq(signals) + self._find_videos(signals)
+
+    def _find_videos(self, signals: Signals) -> list[Hit]:
+        if not signals.video_frames or not len(self.index.videos):
+            return []
+        found = self.index.videos.match(
+            signals.video_frames, self.threshold, self.min_quality, self.video_rule, signals.video_variants
+        )
+        return [
+            Hit(list_no, VIDEO_KIND, fingerprint, distance, video=video)
+            for list_no, fingerprint, distance, video in found
+        ]
 
     def _find_pdq(self, signals: Signals) -> list[Hit]:
         # Variants often coincide (an image without borders...): look each hash up once.
@@ -97,14 +117,25 @@ class Matcher:
     """Finds hits and attaches each entry's provenance: the whole of matching in one process."""
 
     def __init__(
-        self, index: ListIndex, threshold: int = DEFAULT_THRESHOLD, min_quality: int = MIN_QUALITY
+        self,
+        index: ListIndex,
+        threshold: int = DEFAULT_THRESHOLD,
+        min_quality: int = MIN_QUALITY,
+        video_rule: VideoRule | None = None,
     ) -> None:
         self.index = index
-        self.finder = HitFinder(index.search, threshold, min_quality)
+        self.finder = HitFinder(index.search, threshold, min_quality, video_rule or VideoRule())
 
     def resolve(self, hits: list[Hit]) -> list[Match]:
         return [
-            Match(self.index.meta(h.list_no, h.kind, h.value), h.kind, h.distance, h.transform, h.variant)
+            Match(
+                self.index.meta(h.list_no, h.kind, h.value),
+                h.kind,
+                h.distance,
+                h.transform,
+                h.variant,
+                h.video,
+            )
             for h in hits
         ]
 

@@ -1,13 +1,20 @@
-"""Read an item once: digests on the way through, then the content hashers on the bytes."""
+"""Read an item once: digests on the way through, then the content hashers on the bytes.
+
+Items over ``max_decode_bytes`` are not kept in memory.  When the stream can
+seek, it is rewound after the digest pass for the hashers that decode from a
+stream (:class:`~vakta.signals.hashers.StreamHasher`); the others, and every
+hasher on a stream that cannot seek, leave such items at their digests.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import BinaryIO
 
-from vakta.signals.hashers import hashers_for
+from vakta.signals.hashers import Hasher, StreamHasher, hashers_for
 from vakta.signals.model import HashOptions, Signals
 from vakta.signals.sniff import content_type
 
@@ -30,13 +37,11 @@ def compute_signals(
     Read errors (``OSError``) propagate: the caller owns the item and reports them.
     """
     digests = (hashlib.md5(usedforsecurity=False), hashlib.sha1(usedforsecurity=False), hashlib.sha256())
+    start = _start_position(stream)
     first = stream.read(CHUNK_SIZE)
     signals.type = content_type(first)
     wanted = hashers_for(signals.type)
-    kept: list[bytes] | None = [first] if wanted else None
-    if kept is not None and len(first) > options.max_decode_bytes:
-        kept = None
-        signals.errors.append(_too_large(options))
+    kept: list[bytes] | None = [first] if wanted and len(first) <= options.max_decode_bytes else None
     size = 0
     chunk = first
     while chunk:
@@ -47,7 +52,6 @@ def compute_signals(
         if kept is not None and chunk:
             if size + len(chunk) > options.max_decode_bytes:
                 kept = None
-                signals.errors.append(_too_large(options))
             else:
                 kept.append(chunk)
     signals.size = size
@@ -60,15 +64,44 @@ def compute_signals(
     if kept is not None:
         data = b"".join(kept)
         for hasher in wanted:
-            try:
-                hasher.compute(data, signals, options)
-            except ValueError as exc:
-                signals.errors.append(str(exc))
-            except Exception as exc:  # a hasher bug or exhaustion must cost only this item
-                log.exception("%s hasher failed on %s", hasher.name, signals.path)
-                signals.errors.append(f"{hasher.name} failed: {type(exc).__name__}: {exc}")
+            _run(hasher.name, signals, partial(hasher.compute, data, signals, options))
+    elif wanted:
+        _too_large(stream, start, wanted, signals, options)
     return signals
 
 
-def _too_large(options: HashOptions) -> str:
-    return f"too large to decode ({options.max_decode_bytes:,} byte limit); digests only"
+def _too_large(
+    stream: BinaryIO, start: int | None, wanted: list[Hasher], signals: Signals, options: HashOptions
+) -> None:
+    """Hash an item over the memory limit from its stream, where a hasher can and the stream seeks."""
+    limit = f"{options.max_decode_bytes:,} byte limit"
+    streamed = False
+    for hasher in wanted:
+        if start is not None and isinstance(hasher, StreamHasher):
+            stream.seek(start)  # an OSError here is a read error: the caller reports it
+            _run(hasher.name, signals, partial(hasher.compute_stream, stream, signals, options))
+            streamed = True
+    skipped = [h.name for h in wanted if not (start is not None and isinstance(h, StreamHasher))]
+    if skipped and streamed:
+        signals.errors.append(f"too large to decode ({limit}): no {', '.join(skipped)}")
+    elif skipped:
+        signals.errors.append(f"too large to decode ({limit}); digests only")
+
+
+def _start_position(stream: BinaryIO) -> int | None:
+    """Where the item starts in ``stream``, or None if the stream cannot be rewound."""
+    try:
+        return stream.tell() if stream.seekable() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _run(name: str, signals: Signals, call: Callable[[], None]) -> None:
+    """One hasher on one item: its ValueError is the item's error, any other failure too."""
+    try:
+        call()
+    except ValueError as exc:
+        signals.errors.append(str(exc))
+    except Exception as exc:  # a hasher bug or exhaustion must cost only this item
+        log.exception("%s hasher failed on %s", name, signals.path)
+        signals.errors.append(f"{name} failed: {type(exc).__name__}: {exc}")

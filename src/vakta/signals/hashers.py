@@ -1,12 +1,14 @@
-"""Content hashers (PDQ today, vPDQ next): the registry and the protocol they follow.
+"""Content hashers (PDQ, vPDQ): the registry and the protocols they follow.
 
 Digests are not a hasher: they are computed for every item while it is read.
 A hasher gets the item's bytes once the read is complete and adds its signals.
+Items too large to hold in memory go, still seekable, to the hashers that can
+read a stream (:class:`StreamHasher`); the others leave them at digests.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from vakta.registry import Registry
 from vakta.signals.model import HashOptions, Signals
@@ -21,6 +23,15 @@ class Hasher(Protocol):
 
     def compute(self, data: bytes, signals: Signals, options: HashOptions) -> None:
         """Add signals computed from ``data``; raise ValueError with a clear message on bad input."""
+        ...
+
+
+@runtime_checkable
+class StreamHasher(Hasher, Protocol):
+    """A hasher that can also decode an item from a seekable stream (no size limit)."""
+
+    def compute_stream(self, stream: BinaryIO, signals: Signals, options: HashOptions) -> None:
+        """As :meth:`compute`, reading from ``stream`` (seekable, at the item's first byte)."""
         ...
 
 

@@ -34,7 +34,8 @@ class HashOptions:
     """Settings of the hashing stage; part of the scan-cache key via :meth:`fingerprint`."""
 
     max_pixels: int = 0
-    #: Files larger than this are digested but not decoded.
+    #: Files larger than this are not held in memory: they get digests only, except from
+    #: hashers that can decode a seekable stream (vPDQ), which then read the file again.
     max_decode_bytes: int = 512 * 1024 * 1024
     reduce_jpeg: bool = True
     #: Query-side variants (upscaled, border-trimmed) beside the eight rotations.
@@ -46,6 +47,12 @@ class HashOptions:
     #: Video: scale frames to this many pixels square before hashing (0: native size);
     #: the reference's downscaled mode uses 128.
     video_frame_size: int = 0
+    #: Video triage: decode and hash only key frames (numbered and timed as in a full pass),
+    #: at most one per ``seconds_per_hash``.  Much faster; other frames than the reference's.
+    keyframes_only: bool = False
+    #: Video: drop a sampled frame whose PDQ is within this many bits of the last kept frame
+    #: (-1: keep every sampled frame; 0: drop exact repeats only).
+    video_prune_distance: int = -1
 
     def fingerprint(self) -> str:
         return "v1:" + ",".join(f"{k}={v}" for k, v in sorted(asdict(self).items()))
@@ -67,6 +74,8 @@ class Signals:
     image_height: int | None = None
     pdq_queries: list[PdqQuery] = field(default_factory=list)
     video_frames: list[VideoFrame] = field(default_factory=list)
+    #: Query-side variants of sampled frames (logo or bars removed), linked by frame number.
+    video_variants: list[VideoFrame] = field(default_factory=list)
     video_seconds: float | None = None
     errors: list[str] = field(default_factory=list)
     #: Raw path bytes (base64) when the path is not valid UTF-8, so it is reported losslessly.
@@ -100,4 +109,5 @@ class Signals:
     def from_cache(cls, data: dict[str, Any]) -> Signals:
         queries = [PdqQuery(**q) for q in data.pop("pdq_queries", [])]
         frames = [VideoFrame(**f) for f in data.pop("video_frames", [])]
-        return cls(**data, pdq_queries=queries, video_frames=frames)
+        variants = [VideoFrame(**f) for f in data.pop("video_variants", [])]
+        return cls(**data, pdq_queries=queries, video_frames=frames, video_variants=variants)

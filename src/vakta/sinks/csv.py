@@ -11,8 +11,19 @@ from vakta.stats import ScanStats
 
 COLUMNS = (
     "path", "size", "type", "md5", "sha1", "sha256", "pdq", "pdq_quality",
-    "list", "entry_id", "category", "signal", "distance", "transform", "errors", "path_b64",
+    "list", "entry_id", "category", "signal", "distance", "transform",
+    "video_known_share", "video_query_share", "video_query_ranges", "errors", "path_b64",
 )  # fmt: skip
+
+
+def _flat(match: dict[str, Any]) -> dict[str, Any]:
+    """A match as CSV cells: a whole-video match's shares and time ranges in their own columns."""
+    video = match.pop("video", None)
+    if video:
+        match["video_known_share"] = video["known_share"]
+        match["video_query_share"] = video["query_share"]
+        match["video_query_ranges"] = " ".join(f"{a}-{b}" for a, b in video["query_ranges"])
+    return match
 
 
 @dataclass(slots=True)
@@ -27,7 +38,7 @@ class CsvWriter:
     def write(self, finding: Finding) -> None:
         base = finding.signals.hash_fields()
         base["errors"] = "; ".join(finding.signals.errors)
-        rows = [{**base, **m.to_dict()} for m in finding.matches] or [base]
+        rows = [{**base, **_flat(m.to_dict())} for m in finding.matches] or [base]
         self.writer.writerows(rows)
 
     def close(self, stats: ScanStats) -> None:

@@ -13,6 +13,7 @@ from typing import IO, Any
 
 from vakta import __version__
 from vakta.findings import Finding
+from vakta.matching.matcher import Match
 from vakta.stats import ScanStats
 
 # "Default" is the region IPED and other readers recognise (see lists/formats/vics.py).
@@ -36,13 +37,19 @@ def media_record(finding: Finding, media_id: int) -> dict[str, Any]:
             if value
         ],
         "MediaFiles": [{"FileName": _basename(s.path), "FilePath": s.path}],
-        "Comments": "; ".join(
-            f"Vakta: list {m.meta.list_name} entry {m.meta.entry_id or '-'} by {m.signal}"
-            f" (distance {m.distance})"
-            for m in finding.matches
-        ),
+        "Comments": "; ".join(_comment(m) for m in finding.matches),
     }
     return record
+
+
+def _comment(match: Match) -> str:
+    """How one match was made, for the examiner reading the case file."""
+    text = f"Vakta: list {match.meta.list_name} entry {match.meta.entry_id or '-'} by {match.signal}"
+    if match.video is None:
+        return f"{text} (distance {match.distance})"
+    v = match.video
+    where = ", ".join(f"{a:.0f}-{b:.0f} s" for a, b in v.query_ranges)
+    return f"{text} ({v.known_share:.0f}% of the known video, {v.query_share:.0f}% of this file, at {where})"
 
 
 def _category(value: str | None) -> int | str | None:

@@ -39,7 +39,7 @@ list_formats: Registry[ListFormat] = Registry("list_formats")
 
 #: Order in which ``--format auto`` asks formats whether a file is theirs;
 #: the most specific first, plain text last.
-SNIFF_ORDER = ("vics", "threatexchange", "csv", "text")
+SNIFF_ORDER = ("vics", "threatexchange", "vpdq", "csv", "text")
 
 
 def detect(head: bytes, filename: str) -> ListFormat:
