@@ -1,16 +1,21 @@
-"""Regenerate src/vakta/data/vakta-test.jpg, the benign test-signature image.
+"""Regenerate the benign test signatures in src/vakta/data: a picture and a short video.
 
-Run only to change the design: the committed JPEG is authoritative (its MD5 is
-on the built-in ``vakta-test`` list), and a re-encode may differ byte for byte.
-Afterwards run ``python scripts/make_test_signature.py --list`` to rewrite the list.
+Run only to change the design: the committed files are authoritative (their
+digests are on the built-in ``vakta-test`` list), and a re-encode may differ
+byte for byte.  ``--video`` writes the video (a camera panning over the test
+picture); afterwards ``--list`` rewrites the list and the video's vPDQ file.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+from vakta.signals.compute import compute_signals
+from vakta.signals.model import HashOptions, Signals
 
 DATA = Path(__file__).resolve().parent.parent / "src" / "vakta" / "data"
 
@@ -37,21 +42,59 @@ def draw() -> Image.Image:
     return im
 
 
-def write_list() -> None:
-    from vakta.signals.compute import compute_signals
-    from vakta.signals.model import HashOptions, Signals
+VIDEO_FPS = 8
+VIDEO_SECONDS = 8
+VIDEO_SIZE = (320, 240)
 
-    path = DATA / "vakta-test.jpg"
+
+def video_frames() -> list[Image.Image]:
+    """A slow pan and zoom over the test picture: every second shows a different view."""
+    picture = Image.open(DATA / "vakta-test.jpg").convert("RGB")
+    frames = []
+    for i in range(VIDEO_FPS * VIDEO_SECONDS):
+        t = i / (VIDEO_FPS * VIDEO_SECONDS)
+        width = int(picture.width * (0.75 - 0.3 * t))
+        height = width * VIDEO_SIZE[1] // VIDEO_SIZE[0]
+        left = int((picture.width - width) * t)
+        top = int((picture.height - height) * (0.5 + 0.5 * math.sin(6 * t)) / 1)
+        box = (left, top, left + width, top + height)
+        frames.append(picture.resize(VIDEO_SIZE, Image.Resampling.LANCZOS, box=box))
+    return frames
+
+
+def write_video() -> None:
+    import av
+
+    with av.open(str(DATA / "vakta-test-video.mp4"), mode="w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=VIDEO_FPS, bit_rate=150_000)
+        stream.width, stream.height = VIDEO_SIZE
+        stream.pix_fmt = "yuv420p"
+        for frame in video_frames():
+            container.mux(stream.encode(av.VideoFrame.from_image(frame)))
+        container.mux(stream.encode())
+
+
+def _hash(name: str) -> Signals:
+    path = DATA / name
     with path.open("rb") as f:
-        s = compute_signals(f, Signals(str(path)), HashOptions(reduce_jpeg=False, extra_queries=False))
+        return compute_signals(f, Signals(str(path)), HashOptions(reduce_jpeg=False, extra_queries=False))
+
+
+def write_list() -> None:
+    image, video = _hash("vakta-test.jpg"), _hash("vakta-test-video.mp4")
     (DATA / "vakta-test-list.csv").write_text(
         "id,category,md5,sha1,sha256,pdq,pdq_quality\n"
-        f"vakta-test-1,test,{s.md5},{s.sha1},{s.sha256},{s.pdq},{s.pdq_quality}\n"
+        f"vakta-test-1,test,{image.md5},{image.sha1},{image.sha256},{image.pdq},{image.pdq_quality}\n"
+        f"vakta-test-video,test,{video.md5},{video.sha1},{video.sha256},,\n"
     )
+    lines = "".join(f.vpdq_line() + "\n" for f in video.video_frames)
+    (DATA / "vakta-test-video.vpdq").write_text("# vakta-test-video\n" + lines)
 
 
 if __name__ == "__main__":
     if "--list" in sys.argv:
         write_list()
+    elif "--video" in sys.argv:
+        write_video()
     else:
         draw().save(DATA / "vakta-test.jpg", quality=90, optimize=True)

@@ -1,4 +1,5 @@
-"""Video decoding: containers by content, files over the memory limit, keyframes-only, pruning, hostile files.
+"""Video decoding: containers by content, files over the memory limit, keyframes-only, pruning, hostile files,
+and the speed paths (hashing beside the decoder, cheaper overlay planning) giving the same hashes.
 
 Every clip here is generated (moving gradients, flat colours); none is read from disk.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -17,8 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
-from vakta.signals import video_hasher
+from vakta.signals import borders, video_hasher, video_overlays
 from vakta.signals.compute import compute_signals
 from vakta.signals.hashers import hashers_for
 from vakta.signals.model import HashOptions, Signals, VideoFrame
@@ -435,3 +438,133 @@ def test_absurd_frame_size_is_refused_before_decoding(monkeypatch: pytest.Monkey
         signals = _hash(_clip(CONTAINERS["mkv"]), keyframes_only=keyframes_only)
         assert signals.errors == ["video frame 64x48 is over the size limit"]
     assert decoded == []
+
+
+# --------------------------------------------------------------------------- speed paths, same hashes
+
+
+def _logo_clip(frames: int = 40) -> bytes:
+    """A moving picture between black bars, under a static white badge: every frame has variants."""
+    pictures = []
+    for i in range(frames):
+        rgb = _picture(i, (160, 120)).copy()
+        rgb[:, :16] = rgb[:, -16:] = 0
+        rgb[84:108, 112:140] = 255
+        pictures.append(rgb)
+    return _encode(replace(CONTAINERS["mp4"], size=(160, 120)), pictures, fps=10)
+
+
+def _scan_hashes(data: bytes) -> tuple[list[VideoFrame], list[VideoFrame], list[str]]:
+    signals = compute_signals(io.BytesIO(data), Signals("clip"), HashOptions(seconds_per_hash=0))
+    assert not signals.errors
+    return signals.video_frames, signals.video_variants, [q.variant for q in signals.pdq_queries]
+
+
+def test_frames_hashed_beside_the_decoder_are_those_of_one_frame_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = _logo_clip()  # 40 sampled frames: a full window of 32 and a short one
+    monkeypatch.setattr(video_hasher, "HASH_THREADS", 1)
+    monkeypatch.setattr(video_hasher, "IN_FLIGHT", 0)
+    one_at_a_time = _scan_hashes(data)
+    frames, variants, _ = one_at_a_time
+    assert [f.frame for f in frames] == list(range(40))
+    assert {v.frame for v in variants} == set(range(40))  # bars and badge removed in both windows
+    for threads, in_flight in ((2, 1), (2, 4), (3, 16)):
+        monkeypatch.setattr(video_hasher, "HASH_THREADS", threads)
+        monkeypatch.setattr(video_hasher, "IN_FLIGHT", in_flight)
+        assert _scan_hashes(data) == one_at_a_time
+
+
+def test_frames_reach_the_collector_in_order_with_few_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    lock = threading.Lock()
+    counts = {"converted": 0, "collected": 0, "most": 0}
+    numbers: list[int] = []
+    convert, add = video_hasher._frame_luma, video_hasher._Frames.add
+
+    def counted_convert(frame: Any, reformatter: Any, size: int) -> Any:
+        with lock:
+            counts["converted"] += 1
+            counts["most"] = max(counts["most"], counts["converted"] - counts["collected"])
+        return convert(frame, reformatter, size)
+
+    def counted_add(found: Any, number: int, timestamp: float, luma: Any, hashed: Any = None) -> None:
+        with lock:
+            counts["collected"] += 1
+        numbers.append(number)
+        add(found, number, timestamp, luma, hashed)
+
+    monkeypatch.setattr(video_hasher, "_frame_luma", counted_convert)
+    monkeypatch.setattr(video_hasher._Frames, "add", counted_add)
+    _hash(_clip(CONTAINERS["mp4"], frames=60), seconds_per_hash=0)
+    assert numbers == list(range(60))
+    assert counts["most"] <= video_hasher.IN_FLIGHT + 1  # converted, not yet collected: memory is bounded
+
+
+def test_a_frame_that_fails_to_convert_ends_the_video_after_the_frames_before_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hash_frame = video_hasher._Hashing._hash
+
+    def failing(hashing: Any, frame: Any, number: int, timestamp: float) -> Any:
+        if number == 5:
+            raise RuntimeError("conversion failed")
+        return hash_frame(hashing, frame, number, timestamp)
+
+    monkeypatch.setattr(video_hasher._Hashing, "_hash", failing)
+    signals = _hash(_clip(CONTAINERS["mp4"], frames=30), seconds_per_hash=0)
+    assert [f.frame for f in signals.video_frames] == [0, 1, 2, 3, 4]
+    assert signals.errors == ["video decode failed: RuntimeError: conversion failed (after 5 sampled frames)"]
+
+
+def test_bars_are_found_from_edge_bands_and_a_sorted_median_as_from_the_whole_median() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        count, height, width = (int(n) for n in rng.integers((4, 16, 16), (12, 160, 160)))
+        frames = rng.normal(128, 40, (count, height, width)).astype(np.float32)
+        # Bars from none to a third of a side: inside the edge bands (1/8 of a side) and beyond them.
+        top, bottom = (int(rng.integers(0, height // 3 + 1)) for _ in range(2))
+        left, right = (int(rng.integers(0, width // 3 + 1)) for _ in range(2))
+        frames[:, :top] = 16
+        frames[:, height - bottom :] = 16 + rng.normal(0, 1, (count, bottom, width))
+        frames[:, :, :left] = 235
+        frames[:, :, width - right :] = 16
+        median = np.median(frames, axis=0)
+        assert np.array_equal(video_overlays._median(frames), median)  # odd and even frame counts
+        assert video_overlays._find_bars(frames) == borders.find_content(
+            median, borders.LEVELS["trimmed-flat"]
+        )
+
+
+def _fill_on_whole_frames(plan: video_overlays.Plan, luma: np.ndarray) -> np.ndarray:
+    """The overlay fill as first written: every width's blurs over the whole frame, for every frame."""
+    assert plan.overlay is not None
+    valid = ~(plan.overlay | plan.bars)
+    moving = np.where(valid, luma, 0.0).astype(np.float32)
+    out = luma.astype(np.float32, copy=True)
+    todo, sigma = plan.overlay.copy(), plan.sigma
+    while todo.any() and sigma <= max(plan.shape):
+        weight = ndimage.gaussian_filter(valid.astype(np.float32), sigma)
+        ready = todo & (weight > 0.1)
+        if ready.any():
+            out[ready] = ndimage.gaussian_filter(moving, sigma)[ready] / weight[ready]
+            todo &= ~ready
+        sigma *= 2
+    return out
+
+
+def test_overlay_fill_blurs_only_around_the_filled_pixels_and_gets_the_same_values() -> None:
+    shape = (96, 128)
+    bars = np.zeros(shape, dtype=bool)
+    bars[:, :10] = bars[:, -10:] = True
+    overlay = np.zeros(shape, dtype=bool)
+    overlay[56:90, 84:116] = True  # a solid badge: filled over several widths
+    overlay[2:5, 20:100] = True  # a thin strip along the top edge, where the blur reflects
+    plan = video_overlays.Plan(shape, borders.Box(0, 96, 10, 118), bars, overlay, 1.5)
+    assert len(plan._fill_steps) >= 3
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        luma = rng.uniform(0, 255, shape).astype(np.float32)
+        [(_, filled), (_, cropped)] = plan.apply(luma)
+        assert np.array_equal(filled, _fill_on_whole_frames(plan, luma))
+        assert np.array_equal(cropped, filled[:, 10:118])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sqlite3
@@ -26,13 +27,15 @@ from vakta.home import resolve_home
 from vakta.lists.formats import detect, list_formats
 from vakta.lists.model import ListRecord, ParseIssue
 from vakta.lists.store import DETECT, IGNORE, VIDEO_KIND, EmptyImportError, ListStore, StoreError
+from vakta.matching import diskindex
+from vakta.matching.diskindex import DiskIndex, IndexFormatError
 from vakta.matching.index import ListIndex, store_digests
 from vakta.matching.matcher import Matcher
 from vakta.matching.search import DEFAULT_THRESHOLD
 from vakta.matching.videos import DEFAULT_SHARE, VideoRule
 from vakta.pipeline import KnownGood, Scanner, default_workers, hash_item
 from vakta.progress import ScanProgress
-from vakta.signals.kinds import HEX_LENGTHS
+from vakta.signals.kinds import HEX_LENGTHS, InvalidHashError, parse_query
 from vakta.signals.model import HashOptions
 from vakta.sinks import sinks
 from vakta.sources import source_for
@@ -51,6 +54,8 @@ app.add_typer(lists_app, name="lists")
 
 #: Shown (at most) per import; the rest are counted.
 MAX_ISSUES_SHOWN = 20
+#: The on-disk index of the list store, under the Vakta home.
+INDEX_FOLDER = "index"
 #: How many leading bytes a list file is judged by for ``--format auto``.
 SNIFF_BYTES = 65536
 
@@ -296,11 +301,12 @@ def lists_import(
         report.invalid = len(issues)
         report.format = "+".join(formats)
         store.finish_import(report)
+        _refresh_index(_state(ctx).home, store)
     _print_issues(issues)
     videos = f" ({report.videos} videos)" if report.videos else ""
     err.print(
         f"{name}: {report.records} records{videos} read as {'+'.join(formats)} from {len(files)} "
-        f"file{'s' if len(files) != 1 else ''}, {report.added} hashes added, "
+        f"file{'s' if len(files) != 1 else ''}, {report.added} {'entries' if report.videos else 'hashes'} added, "
         f"{report.duplicates} duplicates merged, {report.invalid} invalid",
         markup=False,
     )
@@ -330,7 +336,7 @@ def lists_show(
         infos = store.lists()
     builtin_counts: dict[str, int] = {}
     for rec in testsignature.records():
-        for k in rec.hashes:
+        for k in (*rec.hashes, *((VIDEO_KIND,) if rec.frames else ())):
             builtin_counts[k] = builtin_counts.get(k, 0) + 1
     rows = [
         {
@@ -380,6 +386,7 @@ def lists_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="L
     with _open_store(ctx) as store:
         try:
             store.remove(name)
+            _refresh_index(_state(ctx).home, store)
         except StoreError as exc:
             raise _fail(str(exc)) from None
     err.print(f"removed list {name}", markup=False)
@@ -423,6 +430,44 @@ def _select_lists(store: ListStore, names: list[str] | None) -> tuple[list[str],
         raise _fail(f"no list named {', '.join(map(repr, unknown))} (see `vakta lists show`)")
     named_ignore = [n for n in chosen if n in ignore_lists]
     return [n for n in chosen if n in detect_lists], named_ignore or ignore_lists
+
+
+def _load_index(
+    home: Path, store: ListStore, detect_lists: list[str], ignore_lists: list[str], no_test_list: bool
+) -> tuple[ListIndex, KnownGood]:
+    """The detection lists to match (with the built-in test list unless turned off) and the known-good set.
+
+    They come memory-mapped from the on-disk index, brought up to date with
+    the store first (a delta: fractions of a second); when the index cannot
+    be used (a read-only home, a damaged file), from the store directly.
+    """
+    test_rows = [] if no_test_list else testsignature.entry_rows()
+    test_videos = [] if no_test_list else testsignature.video_entries()
+    try:
+        disk = _current_index(home, store)
+        index = ListIndex.from_disk(disk, store, detect_lists, test_rows, test_videos)
+        return index, KnownGood(disk.restricted(ignore_lists)[0], disk.list_names)
+    except (OSError, IndexFormatError, KeyError) as exc:
+        log.warning("on-disk index unusable (%s); loading the lists from the store", exc)
+    index = ListIndex.build(test_rows, store=store, store_lists=detect_lists, videos=test_videos)
+    return index, KnownGood(store_digests(store, ignore_lists), ignore_lists)
+
+
+def _current_index(home: Path, store: ListStore) -> DiskIndex:
+    """The on-disk index of the store, built or updated to match it."""
+    root = home / INDEX_FOLDER
+    report = diskindex.update(store, root)
+    if report.changed:
+        log.info("index updated in %.2f s", report.seconds)
+    return DiskIndex.open(root)
+
+
+def _refresh_index(home: Path, store: ListStore) -> None:
+    """Bring the on-disk index up to a changed store now, so the next scan starts at once."""
+    try:
+        _current_index(home, store)
+    except (OSError, IndexFormatError, KeyError) as exc:
+        err.print(f"[yellow]warning:[/yellow] the on-disk index was not updated: {escape(str(exc))}")
 
 
 @app.command("scan")
@@ -492,9 +537,7 @@ def scan_command(
     home = _state(ctx).home
     store = _open_store(ctx)
     detect_lists, ignore_lists = _select_lists(store, lists)
-    test_rows = [] if no_test_list else testsignature.entry_rows()
-    index = ListIndex.build(test_rows, store=store, store_lists=detect_lists)
-    known_good = KnownGood(store_digests(store, ignore_lists), ignore_lists)
+    index, known_good = _load_index(home, store, detect_lists, ignore_lists, no_test_list)
     options = HashOptions(
         extra_queries=extra_queries,
         seconds_per_hash=seconds_per_hash,
@@ -550,20 +593,99 @@ def _print_summary(scanner: Scanner) -> None:
     )
 
 
+# --------------------------------------------------------------------------- lookup
+
+#: Hashes looked up per batch: the PDQ search is vectorised over a batch.
+LOOKUP_BATCH = 4096
+
+
+def _lookup_inputs(hashes: list[str]) -> Iterator[tuple[int | None, str]]:
+    """(line number for standard input, text) of each hash to look up; ``-`` reads standard input."""
+    for value in hashes:
+        if value != "-":
+            yield None, value
+            continue
+        for number, line in enumerate(sys.stdin, 1):
+            text = line.strip()
+            if text and not text.startswith("#"):
+                yield number, text
+
+
+def _lookup_batch(matcher: Matcher, batch: list[tuple[int | None, str]]) -> list[dict[str, object]]:
+    """One result object per input, in input order; an unusable input gets its reason."""
+    results: list[dict[str, object]] = []
+    by_kind: dict[str, list[tuple[int, str]]] = {}
+    for position, (line, text) in enumerate(batch):
+        result: dict[str, object] = {"input": text}
+        if line is not None:
+            result["line"] = line
+        try:
+            candidates, value = parse_query(text)
+        except InvalidHashError as exc:
+            result["error"] = str(exc)
+        else:
+            result["kinds"], result["matches"] = list(candidates), []
+            for kind in candidates:
+                by_kind.setdefault(kind, []).append((position, value))
+        results.append(result)
+    for kind, items in by_kind.items():
+        found = matcher.lookup(kind, [value for _, value in items])
+        for (position, _), matches in zip(items, found, strict=True):
+            listed = results[position]["matches"]
+            assert isinstance(listed, list)
+            listed += [m.to_dict() for m in matches]
+    return results
+
+
+@app.command("lookup")
+def lookup_command(
+    ctx: typer.Context,
+    hashes: Annotated[
+        list[str], typer.Argument(help="Hashes (kind from the length, or kind:value); - reads one per line.")
+    ],
+    lists: Annotated[
+        list[str] | None, typer.Option("--list", help="Use only this list (repeatable). Default: all.")
+    ] = None,
+    threshold: Annotated[
+        int, typer.Option("--threshold", min=0, max=256, help="PDQ match distance (bits).")
+    ] = DEFAULT_THRESHOLD,
+    no_test_list: Annotated[
+        bool, typer.Option("--no-test-list", help="Do not match the built-in test signature.")
+    ] = False,
+) -> None:
+    """Check hashes without any file: one JSON line per hash with its matches. Exit 1 on a match."""
+    with _open_store(ctx) as store:
+        detect_lists, ignore_lists = _select_lists(store, lists)
+        index, _ = _load_index(_state(ctx).home, store, detect_lists, ignore_lists, no_test_list)
+        matcher = Matcher(index, threshold)
+        matched = invalid = False
+        inputs = _lookup_inputs(hashes)
+        while batch := list(itertools.islice(inputs, LOOKUP_BATCH)):
+            for result in _lookup_batch(matcher, batch):
+                matched |= bool(result.get("matches"))
+                invalid |= "error" in result
+                _dump(result, sys.stdout)
+    raise typer.Exit(1 if matched else 2 if invalid else 0)
+
+
 # --------------------------------------------------------------------------- test signature
 
 
 @app.command("testfile")
 def testfile_command(
-    out: Annotated[Path, typer.Argument(help="Where to write the test image (.jpg).")],
+    out: Annotated[Path, typer.Argument(help="Where to write the test file (.jpg, or .mp4 with --video).")],
+    video: Annotated[
+        bool, typer.Option("--video", help="Write the test video instead of the picture.")
+    ] = False,
 ) -> None:
-    """Write the harmless built-in test image, which every scan reports (list vakta-test)."""
+    """Write a harmless built-in test file, which every scan reports (list vakta-test)."""
     try:
-        out.write_bytes(testsignature.image_bytes())
+        out.write_bytes(testsignature.video_bytes() if video else testsignature.image_bytes())
     except OSError as exc:
         raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
+    what = "test video" if video else "test signature"
     err.print(
-        f"wrote the Vakta test signature to {out} (harmless; matches list {testsignature.LIST_NAME})",
+        f"wrote the Vakta {what} to {out} (harmless; matches list {testsignature.LIST_NAME})",
         markup=False,
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from vakta.signals.model import VideoFrame
@@ -32,3 +34,8 @@ class ParseIssue:
 
     line: int
     message: str
+
+
+def video_fingerprint(frames: Iterable[VideoFrame]) -> bytes:
+    """A known video's identity: SHA-256 of its vPDQ lines, so a re-imported video merges."""
+    return hashlib.sha256("".join(frame.vpdq_line() + "\n" for frame in frames).encode()).digest()

@@ -11,7 +11,6 @@ the provenance a finding reports.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sqlite3
 from array import array
@@ -21,7 +20,7 @@ from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 
-from vakta.lists.model import ListRecord
+from vakta.lists.model import ListRecord, video_fingerprint
 from vakta.signals.model import VideoFrame
 
 log = logging.getLogger(__name__)
@@ -242,8 +241,7 @@ class ListStore:
 
     def _add_video(self, list_id: int, import_id: int, record: ListRecord) -> None:
         """Store one known video and its frames, unless the list already has the same frames."""
-        lines = "".join(frame.vpdq_line() + "\n" for frame in record.frames)
-        fingerprint = hashlib.sha256(lines.encode()).digest()
+        fingerprint = video_fingerprint(record.frames)
         seconds = max(frame.timestamp for frame in record.frames)
         cur = self._db.execute(
             "INSERT INTO videos (list_id, fingerprint, entry_id, category, frames, seconds, import_id) "
@@ -336,6 +334,33 @@ class ListStore:
             raise StoreError(f"no list named {name!r}")
         sql = "SELECT value FROM entries WHERE list_id = ? AND kind = ?"
         args: tuple[object, ...] = (found[0], kind)
+        if min_quality is not None:
+            sql += " AND (quality IS NULL OR quality >= ?)"
+            args += (min_quality,)
+        return b"".join(v for (v,) in self._db.execute(sql, args))
+
+    def list_states(self) -> list[tuple[int, str, str, str, int]]:
+        """(id, name, purpose, created at, last import id) of every list: what an on-disk index compares against.
+
+        SQLite may give a removed list's id (and its imports' ids) to the next
+        new one; the creation time tells the two apart.
+        """
+        rows = self._db.execute(
+            "SELECT l.id, l.name, l.purpose, l.created_at, COALESCE(MAX(i.id), 0) FROM lists l "
+            "LEFT JOIN imports i ON i.list_id = l.id GROUP BY l.id ORDER BY l.id"
+        )
+        return [(int(i), str(n), str(p), str(c), int(last)) for i, n, p, c, last in rows]
+
+    def hash_values_since(
+        self, list_id: int, kind: str, after_import: int, min_quality: int | None = None
+    ) -> bytes:
+        """Like :meth:`hash_values`, by list id, only hashes first stored by an import after ``after_import``.
+
+        A hash merged into a list keeps the import that first brought it, so
+        this is exactly what a list gained since that import.
+        """
+        sql = "SELECT value FROM entries WHERE list_id = ? AND kind = ? AND import_id > ?"
+        args: tuple[object, ...] = (list_id, kind, after_import)
         if min_quality is not None:
             sql += " AND (quality IS NULL OR quality >= ?)"
             args += (min_quality,)

@@ -12,11 +12,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import NDArray
 
 from vakta.lists.store import EntryRow, ListStore
-from vakta.matching.search import MIN_QUALITY, DigestIndex, Owners, PdqIndex
+from vakta.matching.diskindex import DiskIndex
+from vakta.matching.search import MIN_QUALITY, DigestIndex, DigestSegment, Owners, PdqIndex, PdqSegment
 from vakta.matching.videos import VideoIndex
 from vakta.signals.kinds import DIGEST_KINDS, HEX_LENGTHS
+from vakta.signals.model import VideoFrame
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,29 +69,54 @@ def store_digests(store: ListStore, names: Sequence[str]) -> dict[str, DigestInd
     return indexes
 
 
+@dataclass
+class _VideoColumns:
+    """Known videos being gathered: their frames, and each video's list and fingerprint."""
+
+    frames: list[bytes] = field(default_factory=list)
+    owners: list[Owners] = field(default_factory=list)
+    stamps: list[NDArray[np.float64]] = field(default_factory=list)
+    lists: list[int] = field(default_factory=list)
+    fingerprints: list[bytes] = field(default_factory=list)
+
+    def add(
+        self, list_no: int, prints: list[bytes], video_of_frame: Owners, values: bytes, times: bytes
+    ) -> None:
+        """Videos of one list; ``video_of_frame`` numbers them from 0 within ``prints``."""
+        self.owners.append(video_of_frame + len(self.fingerprints))
+        self.frames.append(values)
+        self.stamps.append(np.frombuffer(times, dtype=np.float64))
+        self.lists += [list_no] * len(prints)
+        self.fingerprints += prints
+
+    def add_frames(
+        self, list_no: int, fingerprint: bytes, frames: Sequence[VideoFrame], min_quality: int
+    ) -> None:
+        """One video held in memory (the built-in test video)."""
+        usable = [f for f in frames if f.quality >= min_quality]
+        values = b"".join(bytes.fromhex(f.pdq) for f in usable)
+        times = np.array([f.timestamp for f in usable], dtype=np.float64).tobytes()
+        self.add(list_no, [fingerprint], np.zeros(len(usable), np.int32), values, times)
+
+    def index(self) -> VideoIndex:
+        if not self.fingerprints:
+            return VideoIndex.empty()
+        return VideoIndex(
+            b"".join(self.frames),
+            np.concatenate(self.owners),
+            np.concatenate(self.stamps),
+            np.array(self.lists, dtype=np.int32),
+            self.fingerprints,
+        )
+
+
 def store_videos(store: ListStore, names: list[str], lists: Sequence[str], min_quality: int) -> VideoIndex:
     """The known videos of store ``lists``; list numbers are positions in ``names``."""
-    frames: list[bytes] = []
-    owners: list[Owners] = []
-    stamps: list[bytes] = []
-    video_lists: list[int] = []
-    fingerprints: list[bytes] = []
+    columns = _VideoColumns()
     for name in lists:
         prints, video_of_frame, values, times = store.video_frames(name, min_quality)
-        owners.append(np.frombuffer(video_of_frame, dtype=np.int32) + len(fingerprints))
-        frames.append(values)
-        stamps.append(times)
-        video_lists += [names.index(name)] * len(prints)
-        fingerprints += prints
-    if not fingerprints:
-        return VideoIndex.empty()
-    return VideoIndex(
-        b"".join(frames),
-        np.concatenate(owners),
-        np.frombuffer(b"".join(stamps), dtype=np.float64),
-        np.array(video_lists, dtype=np.int32),
-        fingerprints,
-    )
+        columns.add(names.index(name), prints, np.frombuffer(video_of_frame, np.int32), values, times)
+    return columns.index()
 
 
 @dataclass
@@ -107,6 +135,51 @@ class SearchIndex:
     def __len__(self) -> int:
         """Hashes plus known videos."""
         return sum(len(d) for d in self.digests.values()) + len(self.pdq) + len(self.videos)
+
+
+@dataclass
+class _InMemory:
+    """Entries held in memory (the built-in test list) gathered for an index, and their provenance."""
+
+    names: list[str]
+    min_quality: int
+    columns: dict[str, _Columns] = field(
+        default_factory=lambda: {k: _Columns() for k in (*DIGEST_KINDS, "pdq")}
+    )
+    videos: _VideoColumns = field(default_factory=_VideoColumns)
+    known: dict[tuple[str, str, bytes], EntryMeta] = field(default_factory=dict)
+
+    def number(self, name: str) -> int:
+        if name not in self.names:
+            self.names.append(name)
+        return self.names.index(name)
+
+    def add(self, rows: Iterable[EntryRow], videos: Sequence[tuple[EntryRow, Sequence[VideoFrame]]]) -> None:
+        for row, frames in videos:
+            self.videos.add_frames(self.number(row.list_name), row.value, frames, self.min_quality)
+            self.known[(row.list_name, row.kind, row.value)] = _meta(row)
+        for row in rows:
+            number = self.number(row.list_name)
+            low_quality = row.kind == "pdq" and row.quality is not None and row.quality < self.min_quality
+            if row.kind not in self.columns or low_quality:
+                continue  # the reference never matches low-quality hashes
+            self.columns[row.kind].add(row.value, number, HEX_LENGTHS[row.kind] // 2)
+            self.known[(row.list_name, row.kind, row.value)] = _meta(row)
+
+    def add_store_videos(self, store: ListStore, name: str, number: int) -> None:
+        prints, video_of_frame, values, times = store.video_frames(name, self.min_quality)
+        self.videos.add(number, prints, np.frombuffer(video_of_frame, np.int32), values, times)
+
+    def provenance(self, store: ListStore | None) -> Provenance:
+        known = self.known
+
+        def lookup(name: str, kind: str, value: bytes) -> EntryMeta | None:
+            if (name, kind, value) in known:
+                return known[(name, kind, value)]
+            found = store.provenance(name, kind, value) if store is not None else None
+            return _meta(found) if found else None
+
+        return lookup
 
 
 @dataclass
@@ -131,37 +204,55 @@ class ListIndex:
         min_quality: int = MIN_QUALITY,
         store: ListStore | None = None,
         store_lists: Sequence[str] = (),
+        videos: Sequence[tuple[EntryRow, Sequence[VideoFrame]]] = (),
     ) -> ListIndex:
-        """Index in-memory rows (e.g. the built-in test list) plus whole lists of ``store``."""
-        columns = {k: _Columns() for k in (*DIGEST_KINDS, "pdq")}
-        names: list[str] = []
-        known: dict[tuple[str, str, bytes], EntryMeta] = {}
-        for row in rows:
-            if row.list_name not in names:
-                names.append(row.list_name)
-            low_quality = row.kind == "pdq" and row.quality is not None and row.quality < min_quality
-            if row.kind not in columns or low_quality:
-                continue  # the reference never matches low-quality hashes
-            width = HEX_LENGTHS[row.kind] // 2
-            columns[row.kind].add(row.value, names.index(row.list_name), width)
-            known[(row.list_name, row.kind, row.value)] = _meta(row)
+        """Index in-memory rows and videos (the built-in test list) plus whole lists of ``store``.
+
+        An in-memory video is its row (kind ``vpdq``, value its fingerprint) and its frames.
+        """
+        mem = _InMemory([], min_quality)
+        mem.add(rows, videos)
         for name in store_lists if store is not None else ():
             assert store is not None
-            names.append(name)
-            for kind, col in columns.items():
+            mem.names.append(name)
+            for kind, col in mem.columns.items():
                 floor = min_quality if kind == "pdq" else None
-                col.add(store.hash_values(name, kind, floor), len(names) - 1, HEX_LENGTHS[kind] // 2)
+                col.add(store.hash_values(name, kind, floor), len(mem.names) - 1, HEX_LENGTHS[kind] // 2)
+            mem.add_store_videos(store, name, len(mem.names) - 1)
+        digests = {k: mem.columns[k].digest_index(k) for k in DIGEST_KINDS}
+        pdq = PdqIndex(b"".join(mem.columns["pdq"].values), mem.columns["pdq"].owner_array())
+        search = SearchIndex(digests, pdq, mem.names, mem.videos.index())
+        return cls(search, mem.provenance(store))
 
-        def provenance(name: str, kind: str, value: bytes) -> EntryMeta | None:
-            if (name, kind, value) in known:
-                return known[(name, kind, value)]
-            found = store.provenance(name, kind, value) if store is not None else None
-            return _meta(found) if found else None
+    @classmethod
+    def from_disk(
+        cls,
+        disk: DiskIndex,
+        store: ListStore,
+        store_lists: Sequence[str],
+        rows: Iterable[EntryRow] = (),
+        videos: Sequence[tuple[EntryRow, Sequence[VideoFrame]]] = (),
+        min_quality: int = MIN_QUALITY,
+    ) -> ListIndex:
+        """Store lists from the memory-mapped disk index (nothing loaded), plus in-memory rows and videos.
 
-        digests = {k: columns[k].digest_index(k) for k in DIGEST_KINDS}
-        pdq = PdqIndex(b"".join(columns["pdq"].values), columns["pdq"].owner_array())
-        videos = store_videos(store, names, store_lists, min_quality) if store else VideoIndex.empty()
-        return cls(SearchIndex(digests, pdq, names, videos), provenance)
+        Known videos are not in the disk index yet: they are read from the store.
+        """
+        digests, pdq = disk.restricted(store_lists)
+        mem = _InMemory(list(disk.list_names), min_quality)
+        mem.add(rows, videos)
+        for kind, col in mem.columns.items():
+            if not col.values:
+                continue
+            width = HEX_LENGTHS[kind] // 2
+            keys = b"".join(col.values)
+            if kind == "pdq":
+                pdq = pdq.extended(PdqSegment.build(keys, col.owner_array()))
+            else:
+                digests[kind] = digests[kind].extended(DigestSegment.build(width, keys, col.owner_array()))
+        for name, number in zip(store_lists, disk.numbers(store_lists), strict=True):
+            mem.add_store_videos(store, name, number)
+        return cls(SearchIndex(digests, pdq, mem.names, mem.videos.index()), mem.provenance(store))
 
     def __len__(self) -> int:
         return len(self.search)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,22 @@ class HitFinder:
                 hits += [Hit(list_no, kind, raw, 0) for list_no in self.index.digests[kind].lookup(value)]
         return hits + self._find_pdq(signals) + self._find_videos(signals)
 
+    def lookup(self, kind: str, values: Sequence[str]) -> list[list[Hit]]:
+        """The hits of bare hashes of one kind (no file, so no quality: all are used), closest first."""
+        if kind in DIGEST_KINDS:
+            owners = self.index.digests[kind].lookup_many(values)
+            return [
+                [Hit(list_no, kind, bytes.fromhex(v), 0) for list_no in found]
+                for v, found in zip(values, owners, strict=True)
+            ]
+        if kind != "pdq":
+            raise ValueError(f"cannot look up {kind} hashes")
+        found: list[list[Hit]] = [[] for _ in values]
+        for qi, row, distance in self.index.pdq.search(list(values), self.threshold):
+            list_no, value = self.index.pdq.entry(row)
+            found[qi].append(Hit(list_no, "pdq", value, distance))
+        return [sorted(hits, key=lambda h: h.distance) for hits in found]
+
     def _find_videos(self, signals: Signals) -> list[Hit]:
         if not signals.video_frames or not len(self.index.videos):
             return []
@@ -141,3 +158,7 @@ class Matcher:
 
     def match(self, signals: Signals) -> list[Match]:
         return self.resolve(self.finder.find(signals))
+
+    def lookup(self, kind: str, values: Sequence[str]) -> list[list[Match]]:
+        """Matches of bare hashes of one kind, in input order."""
+        return [self.resolve(hits) for hits in self.finder.lookup(kind, values)]

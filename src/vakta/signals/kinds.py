@@ -31,3 +31,24 @@ def infer_kind(value: str) -> str | None:
     """The kind a bare hex string must be, or None where its length is ambiguous or unknown."""
     matches = [k for k, n in HEX_LENGTHS.items() if n == len(value.strip())]
     return matches[0] if len(matches) == 1 else None
+
+
+def parse_query(text: str) -> tuple[tuple[str, ...], str]:
+    """The kinds a hash given on its own may be, and its normalised value.
+
+    ``kind:value`` (``pdq:``, ``md5:``...) names the kind; otherwise the length
+    decides, and 64 hex characters, which SHA-256 and PDQ share, are both.
+    Raises :class:`InvalidHashError` with the reason when the text is no hash.
+    """
+    text = text.strip()
+    prefix, sep, rest = text.partition(":")
+    if sep:
+        kind = prefix.strip().lower()
+        return (kind,), normalize(kind, rest)
+    candidates = tuple(k for k, n in HEX_LENGTHS.items() if n == len(text))
+    if not candidates:
+        raise InvalidHashError(
+            f"not a hash: {len(text)} characters (MD5 has 32, SHA-1 40, SHA-256 and PDQ 64); "
+            "or give its kind as kind:value"
+        )
+    return candidates, normalize(candidates[0], text)

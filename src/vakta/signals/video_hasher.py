@@ -20,15 +20,28 @@ only key frames are decoded, numbered from their timestamps so they stay
 comparable with a full pass) and ``video_prune_distance`` (a sampled frame
 close to the last kept one is dropped).  Files too large to hold in memory are
 decoded straight from their (seekable) stream through :meth:`compute_stream`.
+
+Speed: sampled frames are converted and hashed on :data:`HASH_THREADS`
+worker threads while the decoder goes on (swscale, numpy, BLAS and scipy's
+filters release the GIL), at most :data:`IN_FLIGHT` frames ahead of the
+collector, which still takes them in frame order; one swscale context per
+thread is reused for every frame (a fresh one per frame cost as much as the
+conversion itself).  A window's overlay and bar variants are made on the same
+threads while the next window's frames come.  None of this changes a bit of
+any hash: each frame goes through the same operations on the same values.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
+from types import TracebackType
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -37,7 +50,7 @@ from PIL import Image, ImageSequence
 from vakta.signals import pdq
 from vakta.signals.imaging import LumaArray, rgb_luma
 from vakta.signals.model import HashOptions, PdqQuery, Signals, VideoFrame
-from vakta.signals.video_overlays import StaticOverlayRemover
+from vakta.signals.video_overlays import Plan, StaticOverlayRemover, Window, work_luma
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +61,11 @@ MAX_FRAME_PIXELS = 50_000_000
 #: Animated pictures are hashed as short videos; only so many frames are read.
 MAX_ANIMATION_FRAMES = 100_000
 ANIMATED_IMAGE_TYPES = frozenset({"image/gif", "image/webp", "image/png", "image/apng"})
+#: Threads converting and hashing sampled frames beside the decoding thread (two: HD frames
+#: cost several times their decoding, and one thread could not keep up with the decoder).
+HASH_THREADS = 2
+#: Sampled frames decoded but not yet collected, at most (bounds memory: a few frames).
+IN_FLIGHT = 4
 
 
 class VideoDecodeError(ValueError):
@@ -76,15 +94,16 @@ class VideoHasher:
         Frames decoded before a failure are kept (a truncated or carved video
         can still match) and the failure is raised after them.
         """
-        found = _Frames(options.video_prune_distance, _remover(options))
-        if signals.type in ANIMATED_IMAGE_TYPES:
-            _animated_frames(stream, options, found)
-            if found.seen >= 2:  # else a still picture, or one sample: the PDQ hasher has it
+        with ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="vakta-vpdq") as pool:
+            found = _Frames(options.video_prune_distance, pool, _remover(options))
+            if signals.type in ANIMATED_IMAGE_TYPES:
+                _animated_frames(stream, options, found)
+                if found.seen >= 2:  # else a still picture, or one sample: the PDQ hasher has it
+                    _record(signals, found)
+                return
+            failure = _decode_video(stream, options, found)
+            if found.frames:
                 _record(signals, found)
-            return
-        failure = _decode_video(stream, options, found)
-        if found.frames:
-            _record(signals, found)
         if failure:
             after = f" (after {found.seen} sampled frames)" if found.seen else ""
             raise VideoDecodeError(failure + after)
@@ -100,19 +119,31 @@ def _remover(options: HashOptions) -> StaticOverlayRemover | None:
 @dataclass(slots=True)
 class _Frames:
     """Sampled frames as they come, pruned of near-repeats of the last kept one when asked,
-    with query variants (overlay or bars removed) when a remover is given."""
+    with query variants (overlay or bars removed) when a remover is given.
+
+    A window's variants are made and hashed on ``pool`` while the next
+    window's frames come, and collected (in frame order) before the next
+    window's start and in :meth:`finish`.
+    """
 
     prune_distance: int
+    pool: Executor
     remover: StaticOverlayRemover | None = None
     frames: list[VideoFrame] = field(default_factory=list)
     variants: list[tuple[VideoFrame, str]] = field(default_factory=list)
     seen: int = 0
     seconds: float = 0.0
     audio_only: bool = False
+    _window: list[Future[list[_VariantHash]]] = field(default_factory=list)
 
-    def add(self, number: int, timestamp: float, luma: LumaArray) -> None:
-        """Hash a sampled frame's luma and keep it (unless pruned)."""
-        hashed = pdq.hash_luma(luma)
+    def add(self, number: int, timestamp: float, luma: LumaArray, hashed: pdq.PdqHash | None = None) -> None:
+        """Keep a sampled frame (unless pruned), given its luma and, if already computed, its PDQ.
+
+        With ``hashed`` given, ``luma`` may be the frame already scaled by
+        :func:`~vakta.signals.video_overlays.work_luma`, all the remover uses.
+        """
+        if hashed is None:
+            hashed = pdq.hash_luma(luma)
         frame = VideoFrame(number, timestamp, hashed.hex, hashed.quality)
         self.seen += 1
         last = self.frames[-1] if self.frames else None
@@ -129,15 +160,33 @@ class _Frames:
     def finish(self) -> None:
         if self.remover is not None:
             self._hash_variants(self.remover.finish())
+        self._collect_variants()
 
-    def _hash_variants(self, variants: list[tuple[int, str, LumaArray]]) -> None:
-        for index, name, luma in variants:
-            hashed = pdq.hash_luma(luma)
-            kept = self.frames[index]
-            if hashed.hex != kept.pdq:
-                self.variants.append(
-                    (VideoFrame(kept.frame, kept.timestamp, hashed.hex, hashed.quality), name)
-                )
+    def _hash_variants(self, window: Window | None) -> None:
+        if window is None:
+            return
+        self._collect_variants()  # at most one window's variants wait: memory stays bounded
+        self._window = [
+            self.pool.submit(_variant_hashes, window.plan, key, luma) for key, luma in window.frames
+        ]
+
+    def _collect_variants(self) -> None:
+        jobs, self._window = self._window, []
+        for job in jobs:
+            for index, name, hashed in job.result():
+                kept = self.frames[index]
+                if hashed.hex != kept.pdq:
+                    self.variants.append(
+                        (VideoFrame(kept.frame, kept.timestamp, hashed.hex, hashed.quality), name)
+                    )
+
+
+_VariantHash = tuple[int, str, pdq.PdqHash]
+
+
+def _variant_hashes(plan: Plan, key: int, luma: LumaArray) -> list[_VariantHash]:
+    """The PDQ of each variant ``plan`` makes of one frame's (work-size) luma."""
+    return [(key, name, pdq.hash_luma(variant)) for name, variant in plan.apply(luma)]
 
 
 def _record(signals: Signals, found: _Frames) -> None:
@@ -237,14 +286,85 @@ def _open_stream(container: Any) -> tuple[Any, Fraction]:
     return stream, Fraction(rate)
 
 
-def _hash_frame(frame: Any, number: int, fps: float, options: HashOptions, found: _Frames) -> None:
-    size = options.video_frame_size
+def _frame_luma(frame: Any, reformatter: Any, size: int) -> LumaArray:
+    """A decoded frame's luma, at its own size or scaled to ``size`` x ``size``."""
     if size:
         # The reference's downscaled files were made with swscale's Lanczos.
-        rgb = frame.to_ndarray(width=size, height=size, format="rgb24", interpolation="LANCZOS")
+        rgb = reformatter.reformat(
+            frame, width=size, height=size, format="rgb24", interpolation="LANCZOS", threads=1
+        )
     else:
-        rgb = frame.to_ndarray(format="rgb24", interpolation=_EXACT_RGB)
-    found.add(number, number / fps, rgb_luma(rgb))
+        rgb = reformatter.reformat(frame, format="rgb24", interpolation=_EXACT_RGB, threads=1)
+    return rgb_luma(rgb.to_ndarray())
+
+
+_Hashed = tuple[int, float, LumaArray, pdq.PdqHash]
+
+
+class _Hashing:
+    """Sampled frames converted and hashed on the pool's threads, collected in frame order.
+
+    :meth:`submit` returns once the frame is queued; the collector
+    (:meth:`_Frames.add`) gets each frame in the order submitted, at the
+    latest when more than :data:`IN_FLIGHT` wait and on leaving the ``with``
+    block.  A failure converting a frame is raised there, after the frames
+    before it were collected and in place of any later error: the same frames
+    and the same error as hashing one frame at a time.
+    """
+
+    def __init__(self, found: _Frames, size: int) -> None:
+        self._found = found
+        self._size = size
+        self._local = threading.local()
+        self._pending: deque[Future[_Hashed]] = deque()
+        self.submitted = 0
+
+    def __enter__(self) -> _Hashing:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            while self._pending:
+                self._collect()
+        finally:
+            self._drop()
+
+    def submit(self, frame: Any, number: int, timestamp: float) -> None:
+        self._pending.append(self._found.pool.submit(self._hash, frame, number, timestamp))
+        self.submitted += 1
+        while len(self._pending) > IN_FLIGHT:
+            self._collect()
+
+    def _collect(self) -> None:
+        job = self._pending.popleft()
+        try:
+            self._found.add(*job.result())
+        except BaseException:
+            self._drop()  # the frames after a failed one are not wanted
+            raise
+
+    def _drop(self) -> None:
+        for job in self._pending:
+            job.cancel()
+        self._pending.clear()
+
+    def _hash(self, frame: Any, number: int, timestamp: float) -> _Hashed:
+        reformatter = getattr(self._local, "reformatter", None)
+        if reformatter is None:
+            from av.video.reformatter import VideoReformatter
+
+            reformatter = self._local.reformatter = VideoReformatter()
+        luma = _frame_luma(frame, reformatter, self._size)
+        hashed = pdq.hash_luma(luma)
+        if self._found.remover is not None:
+            luma = work_luma(luma)  # here, beside the decoder, rather than in the collector
+        return number, timestamp, luma, hashed
+
+
+def _hash_frame(frame: Any, number: int, fps: float, hashing: _Hashing) -> None:
+    hashing.submit(frame, number, number / fps)
 
 
 def _check_size(frame: Any) -> None:
@@ -257,15 +377,15 @@ def _sample(container: Any, stream: Any, rate: Fraction, options: HashOptions, f
     fps = float(rate)
     step = max(1, int(options.seconds_per_hash * fps))
     last_frame = int(options.max_video_seconds * fps) if options.max_video_seconds else None
-    number = -1
-    for number, frame in enumerate(container.decode(stream)):
-        if last_frame is not None and number > last_frame:
-            log.info("video sampled up to %.0f s (--max-video-seconds)", options.max_video_seconds)
-            break
-        _check_size(frame)
-        found.seconds = (number + 1) / fps
-        if number % step == 0:
-            _hash_frame(frame, number, fps, options, found)
+    with _Hashing(found, options.video_frame_size) as hashing:
+        for number, frame in enumerate(container.decode(stream)):
+            if last_frame is not None and number > last_frame:
+                log.info("video sampled up to %.0f s (--max-video-seconds)", options.max_video_seconds)
+                break
+            _check_size(frame)
+            found.seconds = (number + 1) / fps
+            if number % step == 0:
+                _hash_frame(frame, number, fps, hashing)
 
 
 def _sample_keyframes(
@@ -286,16 +406,17 @@ def _sample_keyframes(
         raise VideoDecodeError("video stream has no time base; hash without keyframes-only")
     clock = _Clock(stream.start_time, Fraction(stream.time_base) * rate)
     next_number = 0
-    for frame in _key_frames(container, stream, clock, fps, last_frame, found):
-        _check_size(frame)
-        if frame.pts is None:
-            raise VideoDecodeError("key frames carry no timestamps; hash without keyframes-only")
-        number = clock.number(frame.pts)
-        if last_frame is not None and number > last_frame:
-            continue
-        if number >= next_number or not found.seen:
-            _hash_frame(frame, number, fps, options, found)
-            next_number = number + step
+    with _Hashing(found, options.video_frame_size) as hashing:
+        for frame in _key_frames(container, stream, clock, fps, last_frame, found):
+            _check_size(frame)
+            if frame.pts is None:
+                raise VideoDecodeError("key frames carry no timestamps; hash without keyframes-only")
+            number = clock.number(frame.pts)
+            if last_frame is not None and number > last_frame:
+                continue
+            if number >= next_number or not hashing.submitted:
+                _hash_frame(frame, number, fps, hashing)
+                next_number = number + step
 
 
 def _key_frames(
