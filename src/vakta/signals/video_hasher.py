@@ -66,6 +66,11 @@ ANIMATED_IMAGE_TYPES = frozenset({"image/gif", "image/webp", "image/png", "image
 HASH_THREADS = 2
 #: Sampled frames decoded but not yet collected, at most (bounds memory: a few frames).
 IN_FLIGHT = 4
+#: Frames over this many pixels (4K UHD) are converted one at a time, as before any pipelining:
+#: converting one takes about 19 bytes a pixel (RGB, its float32 copy and the luma), 0.6 GB at 8K.
+ONE_AT_A_TIME_PIXELS = 3840 * 2160
+#: What a collected frame keeps of its luma when no remover needs it (the hash is made).
+_NO_LUMA: LumaArray = np.zeros((0, 0), dtype=np.float32)
 
 
 class VideoDecodeError(ValueError):
@@ -139,8 +144,9 @@ class _Frames:
     def add(self, number: int, timestamp: float, luma: LumaArray, hashed: pdq.PdqHash | None = None) -> None:
         """Keep a sampled frame (unless pruned), given its luma and, if already computed, its PDQ.
 
-        With ``hashed`` given, ``luma`` may be the frame already scaled by
-        :func:`~vakta.signals.video_overlays.work_luma`, all the remover uses.
+        With ``hashed`` given, ``luma`` need only be what the remover uses: the
+        frame scaled by :func:`~vakta.signals.video_overlays.work_luma`, or
+        nothing (an empty array) when there is no remover.
         """
         if hashed is None:
             hashed = pdq.hash_luma(luma)
@@ -306,10 +312,11 @@ class _Hashing:
 
     :meth:`submit` returns once the frame is queued; the collector
     (:meth:`_Frames.add`) gets each frame in the order submitted, at the
-    latest when more than :data:`IN_FLIGHT` wait and on leaving the ``with``
-    block.  A failure converting a frame is raised there, after the frames
-    before it were collected and in place of any later error: the same frames
-    and the same error as hashing one frame at a time.
+    latest when more than :data:`IN_FLIGHT` wait (any wait, for a frame over
+    :data:`ONE_AT_A_TIME_PIXELS`) and on leaving the ``with`` block.  A
+    failure converting a frame is raised there, after the frames before it
+    were collected and in place of any later error: the same frames and the
+    same error as hashing one frame at a time.
     """
 
     def __init__(self, found: _Frames, size: int) -> None:
@@ -334,7 +341,8 @@ class _Hashing:
     def submit(self, frame: Any, number: int, timestamp: float) -> None:
         self._pending.append(self._found.pool.submit(self._hash, frame, number, timestamp))
         self.submitted += 1
-        while len(self._pending) > IN_FLIGHT:
+        limit = IN_FLIGHT if frame.width * frame.height <= ONE_AT_A_TIME_PIXELS else 0
+        while len(self._pending) > limit:
             self._collect()
 
     def _collect(self) -> None:
@@ -358,12 +366,13 @@ class _Hashing:
             reformatter = self._local.reformatter = VideoReformatter()
         luma = _frame_luma(frame, reformatter, self._size)
         hashed = pdq.hash_luma(luma)
-        if self._found.remover is not None:
-            luma = work_luma(luma)  # here, beside the decoder, rather than in the collector
-        return number, timestamp, luma, hashed
+        # Only what the remover uses is kept: made here, beside the decoder, not in the collector.
+        kept = _NO_LUMA if self._found.remover is None else work_luma(luma)
+        return number, timestamp, kept, hashed
 
 
 def _hash_frame(frame: Any, number: int, fps: float, hashing: _Hashing) -> None:
+    """Hand a sampled frame to be hashed, timed as the reference times it."""
     hashing.submit(frame, number, number / fps)
 
 
