@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pdq_data import flip_bits, near_duplicate_set
 
 from vakta.lists.model import ListRecord
 from vakta.lists.store import ListStore
@@ -18,24 +19,12 @@ from vakta.matching import diskindex, search
 from vakta.matching.diskindex import DiskIndex, IndexFormatError
 from vakta.matching.search import DigestSegment, PdqIndex, PdqSegment, choose_layout, hash_words, word_radii
 
-
-def _flip(rng: np.random.Generator, h: np.ndarray, bits: int) -> np.ndarray:
-    out = np.unpackbits(h).copy()
-    out[rng.choice(256, size=bits, replace=False)] ^= 1
-    return np.packbits(out)
+_flip = flip_bits
 
 
 def _dataset(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Random hashes plus clusters of near-duplicates, and queries 0-40 bits from entries (plus random ones)."""
-    rng = np.random.default_rng(seed)
-    hashes = rng.integers(0, 256, size=(n, 32), dtype=np.uint8)
-    for i in range(0, n, 40):  # clusters: every 40th entry gets near-duplicates
-        for j in range(1, 5):
-            if i + j < n:
-                hashes[i + j] = _flip(rng, hashes[i], int(rng.integers(1, 36)))
-    picks = rng.choice(n, size=80, replace=False)
-    queries = np.stack([_flip(rng, hashes[p], int(rng.integers(0, 41))) for p in picks])
-    return hashes, np.concatenate([queries, rng.integers(0, 256, size=(8, 32), dtype=np.uint8)])
+    """Random hashes plus clusters of near-duplicates, and queries near them (plus random ones)."""
+    return near_duplicate_set(n, seed, every=40, cluster=5, spread=36, picks=80, query_spread=41, randoms=8)
 
 
 def _distances(hashes: np.ndarray, queries: np.ndarray) -> np.ndarray:

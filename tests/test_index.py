@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pdq_data import flip_bits, near_duplicate_set
 
 from vakta.lists.model import ListRecord
 from vakta.lists.store import EntryRow, ListStore
@@ -14,25 +15,12 @@ from vakta.matching.matcher import Matcher
 from vakta.matching.search import PdqIndex
 from vakta.signals.model import PdqQuery, Signals
 
-
-def _flip(rng: np.random.Generator, h: np.ndarray, bits: int) -> np.ndarray:
-    out = np.unpackbits(h).copy()
-    out[rng.choice(256, size=bits, replace=False)] ^= 1
-    return np.packbits(out)
+_flip = flip_bits
 
 
 def _dataset(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Random hashes plus clusters of near-duplicates (as real lists have), and queries near them."""
-    rng = np.random.default_rng(seed)
-    hashes = rng.integers(0, 256, size=(n, 32), dtype=np.uint8)
-    for i in range(0, n, 50):  # every 50th entry gets near-duplicates
-        for j in range(1, 4):
-            if i + j < n:
-                hashes[i + j] = _flip(rng, hashes[i], int(rng.integers(1, 40)))
-    picks = rng.choice(n, size=60, replace=False)
-    queries = np.stack([_flip(rng, hashes[p], int(rng.integers(0, 48))) for p in picks])
-    queries = np.concatenate([queries, rng.integers(0, 256, size=(10, 32), dtype=np.uint8)])
-    return hashes, queries
+    """Random hashes plus clusters of near-duplicates, and queries near them (plus random ones)."""
+    return near_duplicate_set(n, seed, every=50, cluster=4, spread=40, picks=60, query_spread=48, randoms=10)
 
 
 def _brute(hashes: np.ndarray, queries: np.ndarray, t: int) -> set[tuple[int, int, int]]:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from itertools import combinations
 from math import comb
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -222,7 +222,52 @@ class _Rows:
         return total
 
 
-class DigestIndex:
+class _Segment(Protocol):
+    """What the row bookkeeping needs of a segment: its size and each row's owner."""
+
+    @property
+    def owners(self) -> Owners: ...
+
+    def __len__(self) -> int: ...
+
+
+SegmentT = TypeVar("SegmentT", bound=_Segment)
+
+
+class _Segmented(Generic[SegmentT]):
+    """An index made of segments (a base and deltas): rows across them, less tombstones, owners allowed."""
+
+    segments: list[SegmentT]
+    _rows: _Rows
+    _len: int | None
+
+    def _set_segments(
+        self, segments: Sequence[SegmentT], removed: Rows | None, allowed: NDArray[np.bool_] | None
+    ) -> None:
+        self.segments = list(segments)
+        self._rows = _Rows([len(s) for s in self.segments], removed, allowed)
+        self._len = None
+
+    def __len__(self) -> int:
+        if self._len is None:
+            self._len = self._rows.live([s.owners for s in self.segments])
+        return self._len
+
+    @property
+    def starts(self) -> Rows:
+        """Where each segment's rows start, and the total at the end."""
+        return self._rows.starts
+
+    @property
+    def removed_rows(self) -> Rows:
+        return self._rows.removed if self._rows.removed is not None else np.empty(0, np.int64)
+
+    def owner_of(self, row: int) -> int:
+        seg, local = self._rows.locate(row)
+        return int(self.segments[seg].owners[local])
+
+
+class DigestIndex(_Segmented[DigestSegment]):
     """Exact lookup of one digest kind: each digest with the list it belongs to."""
 
     def __init__(self, kind: str, keys: bytes, owners: Owners) -> None:
@@ -237,9 +282,7 @@ class DigestIndex:
     ) -> None:
         self.kind = kind
         self.width = HEX_LENGTHS[kind] // 2
-        self.segments = list(segments)
-        self._rows = _Rows([len(s) for s in self.segments], removed, allowed)
-        self._len: int | None = None
+        self._set_segments(segments, removed, allowed)
 
     @classmethod
     def from_segments(
@@ -263,24 +306,6 @@ class DigestIndex:
     def restricted(self, allowed: NDArray[np.bool_] | None) -> DigestIndex:
         """The same arrays, hits limited to owners whose ``allowed`` entry is true."""
         return DigestIndex.from_segments(self.kind, self.segments, self._rows.removed, allowed)
-
-    def __len__(self) -> int:
-        if self._len is None:
-            self._len = self._rows.live([s.owners for s in self.segments])
-        return self._len
-
-    @property
-    def starts(self) -> Rows:
-        """Where each segment's rows start, and the total at the end."""
-        return self._rows.starts
-
-    @property
-    def removed_rows(self) -> Rows:
-        return self._rows.removed if self._rows.removed is not None else np.empty(0, np.int64)
-
-    def owner_of(self, row: int) -> int:
-        seg, local = self._rows.locate(row)
-        return int(self.segments[seg].owners[local])
 
     def find_rows(self, queries: NDArray[np.uint8]) -> tuple[NDArray[np.int64], Rows]:
         """(query index, row) of every entry equal to a query row, ignoring tombstones and owners."""
@@ -626,7 +651,7 @@ class PdqSegment:
         return np.concatenate(qis), np.concatenate(rows), np.concatenate(dists)
 
 
-class PdqIndex:
+class PdqIndex(_Segmented[PdqSegment]):
     """Every entry within a Hamming radius of a batch of query hashes."""
 
     def __init__(self, hashes: bytes, owners: Owners, layout: Layout | None = None) -> None:
@@ -635,9 +660,7 @@ class PdqIndex:
     def _setup(
         self, segments: Sequence[PdqSegment], removed: Rows | None, allowed: NDArray[np.bool_] | None
     ) -> None:
-        self.segments = list(segments)
-        self._rows = _Rows([len(s) for s in self.segments], removed, allowed)
-        self._len: int | None = None
+        self._set_segments(segments, removed, allowed)
 
     @classmethod
     def from_segments(
@@ -660,24 +683,6 @@ class PdqIndex:
     def restricted(self, allowed: NDArray[np.bool_] | None) -> PdqIndex:
         """The same arrays, hits limited to owners whose ``allowed`` entry is true."""
         return PdqIndex.from_segments(self.segments, self._rows.removed, allowed)
-
-    def __len__(self) -> int:
-        if self._len is None:
-            self._len = self._rows.live([s.owners for s in self.segments])
-        return self._len
-
-    @property
-    def starts(self) -> Rows:
-        """Where each segment's rows start, and the total at the end."""
-        return self._rows.starts
-
-    @property
-    def removed_rows(self) -> Rows:
-        return self._rows.removed if self._rows.removed is not None else np.empty(0, np.int64)
-
-    def owner_of(self, row: int) -> int:
-        seg, local = self._rows.locate(row)
-        return int(self.segments[seg].owners[local])
 
     def entry(self, row: int) -> tuple[int, bytes]:
         """The owner (list number) and hash of an entry row."""
