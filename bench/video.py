@@ -48,6 +48,8 @@ import av
 import numpy as np
 from hashing import CpuMeter, QuietWaiter
 
+from vakta.lists.formats.vpdq import FORMAT as VPDQ_FORMAT
+from vakta.lists.model import ListRecord
 from vakta.matching.search import DEFAULT_THRESHOLD, MIN_QUALITY
 from vakta.matching.videos import VideoIndex, VideoRule
 from vakta.signals.compute import compute_signals
@@ -174,13 +176,12 @@ def _known_videos() -> VideoIndex:
     owners: list[int] = []
     stamps: list[float] = []
     for video, name in enumerate(FAMILIES.values()):
-        for line in (VECTORS / "hashes" / f"{name}.txt").read_text().splitlines():
-            if line.strip():
-                _, quality, value, timestamp = line.split(",")
-                if int(quality) >= MIN_QUALITY:
-                    values.append(bytes.fromhex(value))
-                    owners.append(video)
-                    stamps.append(float(timestamp))
+        with (VECTORS / "hashes" / f"{name}.txt").open("rb") as stream:
+            records = [r for r in VPDQ_FORMAT.parse(stream, None) if isinstance(r, ListRecord)]
+        for frame in (f for record in records for f in record.frames if f.quality >= MIN_QUALITY):
+            values.append(bytes.fromhex(frame.pdq))
+            owners.append(video)
+            stamps.append(frame.timestamp)
     return VideoIndex(
         b"".join(values),
         np.array(owners, dtype=np.int32),

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from media import encode_video
 from PIL import Image
 
 from vakta import testsignature
@@ -29,18 +30,7 @@ needs_vectors = pytest.mark.skipif(
 
 def _video(frames: list[np.ndarray], fps: int = 10) -> bytes:
     """An MP4 (MPEG-4 part 2, FFmpeg's built-in encoder) of generated RGB frames."""
-    out = io.BytesIO()
-    with av.open(out, mode="w", format="mp4") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"qscale": "2"}
-        for rgb in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return out.getvalue()
+    return encode_video(frames, fps, codec_options={"qscale": "2"})
 
 
 def _filler(i: int, shape: tuple[int, int] = (240, 320)) -> np.ndarray:

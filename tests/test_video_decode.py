@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from media import encode_video
 from PIL import Image
 from scipy import ndimage
 
@@ -74,23 +75,18 @@ def _picture(i: int, size: tuple[int, int]) -> np.ndarray:
     return np.stack([base, 255 - base, (base + 80) % 256], axis=-1).astype(np.uint8)
 
 
-def _encode(
-    clip: Clip, pictures: list[np.ndarray], fps: int = 10, gop: int = 0, out: io.BytesIO | None = None
-) -> bytes:
-    out = out or io.BytesIO()
-    with av.open(out, mode="w", format=clip.format, options=clip.container_options) as container:
-        stream = container.add_stream(clip.codec, rate=fps)
-        stream.width, stream.height = clip.size
-        stream.pix_fmt = clip.pix_fmt
-        if gop:
-            stream.codec_context.gop_size = gop
-        stream.options = clip.codec_options
-        for rgb in pictures:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return out.getvalue()
+def _encode(clip: Clip, pictures: list[np.ndarray], fps: int = 10, gop: int = 0) -> bytes:
+    return encode_video(
+        pictures,
+        fps,
+        container_format=clip.format,
+        codec=clip.codec,
+        size=clip.size,
+        pix_fmt=clip.pix_fmt,
+        gop=gop,
+        codec_options=clip.codec_options,
+        container_options=clip.container_options,
+    )
 
 
 def _clip(clip: Clip, frames: int = 12, fps: int = 10, gop: int = 0) -> bytes:

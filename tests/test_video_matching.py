@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+from media import encode_video
 from PIL import Image, ImageDraw
 
 from vakta.lists.formats.vpdq import FORMAT as VPDQ_FORMAT
 from vakta.lists.model import ListRecord, ParseIssue
 from vakta.lists.store import ListStore
-from vakta.matching.index import store_videos
+from vakta.matching.index import ListIndex
 from vakta.matching.videos import VideoRule
 from vakta.signals.model import VideoFrame
 
@@ -84,13 +85,7 @@ def footage(seed: int, seconds: float, logo: bool = False, bars: int = 0) -> lis
 
 def encode(frames: list[np.ndarray], path: Path) -> Path:
     """Write frames as an MP4 (MPEG-4 part 2, FFmpeg's built-in encoder)."""
-    with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("mpeg4", rate=FPS, bit_rate=2_000_000)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for rgb in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        container.mux(stream.encode())
+    path.write_bytes(encode_video(frames, FPS, bit_rate=2_000_000))
     return path
 
 
@@ -191,7 +186,7 @@ def _index(tmp_path: Path, videos: dict[str, list[VideoFrame]]) -> Any:
         store.import_records(
             "v", [ListRecord({}, k, None, frames=tuple(f)) for k, f in videos.items()], "f", "vpdq"
         )
-        return store_videos(store, ["v"], ["v"], 50)
+        return ListIndex.build([], store=store, store_lists=["v"]).search.videos
 
 
 def _flip(value: str, bits: int) -> str:

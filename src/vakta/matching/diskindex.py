@@ -453,11 +453,6 @@ class DiskIndex:
         )
 
 
-def open_index(root: Path) -> DiskIndex:
-    """Open the index in ``root`` (raises IndexFormatError if missing or damaged)."""
-    return DiskIndex.open(root)
-
-
 # --- writing -------------------------------------------------------------------
 
 

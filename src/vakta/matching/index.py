@@ -98,6 +98,11 @@ class _VideoColumns:
         times = np.array([f.timestamp for f in usable], dtype=np.float64).tobytes()
         self.add(list_no, [fingerprint], np.zeros(len(usable), np.int32), values, times)
 
+    def add_store(self, store: ListStore, name: str, list_no: int, min_quality: int) -> None:
+        """The known videos of one store list."""
+        prints, video_of_frame, values, times = store.video_frames(name, min_quality)
+        self.add(list_no, prints, np.frombuffer(video_of_frame, np.int32), values, times)
+
     def index(self) -> VideoIndex:
         if not self.fingerprints:
             return VideoIndex.empty()
@@ -108,15 +113,6 @@ class _VideoColumns:
             np.array(self.lists, dtype=np.int32),
             self.fingerprints,
         )
-
-
-def store_videos(store: ListStore, names: list[str], lists: Sequence[str], min_quality: int) -> VideoIndex:
-    """The known videos of store ``lists``; list numbers are positions in ``names``."""
-    columns = _VideoColumns()
-    for name in lists:
-        prints, video_of_frame, values, times = store.video_frames(name, min_quality)
-        columns.add(names.index(name), prints, np.frombuffer(video_of_frame, np.int32), values, times)
-    return columns.index()
 
 
 @dataclass
@@ -166,10 +162,6 @@ class _InMemory:
             self.columns[row.kind].add(row.value, number, HEX_LENGTHS[row.kind] // 2)
             self.known[(row.list_name, row.kind, row.value)] = _meta(row)
 
-    def add_store_videos(self, store: ListStore, name: str, number: int) -> None:
-        prints, video_of_frame, values, times = store.video_frames(name, self.min_quality)
-        self.videos.add(number, prints, np.frombuffer(video_of_frame, np.int32), values, times)
-
     def provenance(self, store: ListStore | None) -> Provenance:
         known = self.known
 
@@ -218,7 +210,7 @@ class ListIndex:
             for kind, col in mem.columns.items():
                 floor = min_quality if kind == "pdq" else None
                 col.add(store.hash_values(name, kind, floor), len(mem.names) - 1, HEX_LENGTHS[kind] // 2)
-            mem.add_store_videos(store, name, len(mem.names) - 1)
+            mem.videos.add_store(store, name, len(mem.names) - 1, min_quality)
         digests = {k: mem.columns[k].digest_index(k) for k in DIGEST_KINDS}
         pdq = PdqIndex(b"".join(mem.columns["pdq"].values), mem.columns["pdq"].owner_array())
         search = SearchIndex(digests, pdq, mem.names, mem.videos.index())
@@ -251,7 +243,7 @@ class ListIndex:
             else:
                 digests[kind] = digests[kind].extended(DigestSegment.build(width, keys, col.owner_array()))
         for name, number in zip(store_lists, disk.numbers(store_lists), strict=True):
-            mem.add_store_videos(store, name, number)
+            mem.videos.add_store(store, name, number, min_quality)
         return cls(SearchIndex(digests, pdq, mem.names, mem.videos.index()), mem.provenance(store))
 
     def __len__(self) -> int:

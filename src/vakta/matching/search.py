@@ -254,11 +254,6 @@ class _Segmented(Generic[SegmentT]):
         return self._len
 
     @property
-    def starts(self) -> Rows:
-        """Where each segment's rows start, and the total at the end."""
-        return self._rows.starts
-
-    @property
     def removed_rows(self) -> Rows:
         return self._rows.removed if self._rows.removed is not None else np.empty(0, np.int64)
 

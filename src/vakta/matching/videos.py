@@ -109,10 +109,6 @@ class VideoIndex:
     def __len__(self) -> int:
         return len(self._fingerprints)
 
-    @property
-    def frame_count(self) -> int:
-        return len(self._row_time)
-
     @classmethod
     def empty(cls) -> VideoIndex:
         none = np.empty(0, np.int32)
