@@ -332,12 +332,7 @@ class ListStore:
         found = self._list_id(name)
         if found is None:
             raise StoreError(f"no list named {name!r}")
-        sql = "SELECT value FROM entries WHERE list_id = ? AND kind = ?"
-        args: tuple[object, ...] = (found[0], kind)
-        if min_quality is not None:
-            sql += " AND (quality IS NULL OR quality >= ?)"
-            args += (min_quality,)
-        return b"".join(v for (v,) in self._db.execute(sql, args))
+        return self.hash_values_since(found[0], kind, 0, min_quality)
 
     def list_states(self) -> list[tuple[int, str, str, str, int]]:
         """(id, name, purpose, created at, last import id) of every list: what an on-disk index compares against.
