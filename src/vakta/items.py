@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -39,6 +40,8 @@ class Item:
     error: str | None = None
     skip: str | None = None
     follow_symlinks: bool = False
+    #: Opens an item that is not a local file (a URL through fsspec); picklable, for worker processes.
+    opener: Callable[[], BinaryIO] | None = None
 
     @property
     def display(self) -> tuple[str, str | None]:
@@ -48,8 +51,15 @@ class Item:
     def cache_key(self) -> tuple[int, int, int, int, int]:
         return (self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns)
 
+    @property
+    def cacheable(self) -> bool:
+        """Only local files have the (device, inode, ctime) identity the scan cache keys on."""
+        return self.ino != 0 and self.opener is None and not (self.error or self.skip)
+
     def open(self) -> BinaryIO:
         """Open for reading without ever blocking on a FIFO swapped in after listing."""
+        if self.opener is not None:
+            return self.opener()
         flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
         if not self.follow_symlinks:
             flags |= getattr(os, "O_NOFOLLOW", 0)
@@ -68,5 +78,7 @@ class Item:
             raise
 
     def changed_since_listing(self, stream: BinaryIO) -> bool:
+        if self.opener is not None or not self.ino:
+            return False
         st = os.fstat(stream.fileno())
         return (st.st_size, st.st_mtime_ns) != (self.size, self.mtime_ns)

@@ -18,6 +18,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from vakta.cache import SignalCache
+from vakta.containers import Limits, reader_for
+from vakta.containers.expand import Expansion, member_signals
 from vakta.findings import Finding
 from vakta.items import Item, ItemChangedError
 from vakta.matching.matcher import Hit, HitFinder, Matcher
@@ -72,27 +74,42 @@ def hash_item(item: Item, options: HashOptions, known_good: KnownGood | None = N
     return signals
 
 
+def hash_tree(
+    item: Item, options: HashOptions, known_good: KnownGood | None = None, limits: Limits | None = None
+) -> list[Signals]:
+    """The item's signals, then (unless ``limits`` is None) those of every member inside it."""
+    signals = hash_item(item, options, known_good)
+    if limits is None or signals.skipped or signals.md5 is None or reader_for(signals.type) is None:
+        return [signals]
+    expansion = Expansion.start(options, known_good, limits)
+    return [signals, *member_signals(signals, item.open, expansion)]
+
+
+#: Signals with the list entries they hit.
+Hashed = tuple[Signals, list[Hit]]
+
+
 @dataclass(frozen=True)
 class Work:
-    """What a worker needs: how to hash, what is known-good, and the hash arrays to search."""
+    """What a worker needs: how to hash, what is known-good, the hash arrays, container limits."""
 
     options: HashOptions
     known_good: KnownGood | None
     finder: HitFinder
+    #: None: containers are hashed as files, never opened.
+    limits: Limits | None = None
 
-    def __call__(self, item: Item, cached: Signals | None) -> tuple[Signals, list[Hit]]:
-        """Signals (hashed, or from the cache) and the list entries they hit."""
+    def __call__(self, item: Item, cached: Signals | None) -> list[Hashed]:
+        """Signals (hashed, or from the cache) and the entries they hit: the item first, then its members."""
         if cached is None:
-            signals = hash_item(item, self.options, self.known_good)
+            tree = hash_tree(item, self.options, self.known_good, self.limits)
         else:
-            signals = cached
+            tree = [cached]
             name = self.known_good(cached) if self.known_good else None
             if name is not None:
-                signals.skipped = f"on known-good list {name!r}"
-                signals.pdq_queries = []
-        if signals.skipped:
-            return signals, []
-        return signals, self.finder.find(signals)
+                cached.skipped = f"on known-good list {name!r}"
+                cached.pdq_queries = []
+        return [(s, [] if s.skipped else self.finder.find(s)) for s in tree]
 
 
 # Worker-process state, set once by the pool initializer.
@@ -104,13 +121,13 @@ def _init_worker(work: Work) -> None:
     _worker = work
 
 
-def _in_worker(item: Item, cached: Signals | None) -> tuple[Signals, list[Hit]]:
+def _in_worker(item: Item, cached: Signals | None) -> list[Hashed]:
     assert _worker is not None, "worker used before its initializer ran"
     return _worker(item, cached)
 
 
-#: An item with its signals and the entries they hit.
-Result = tuple[Item, Signals, list[Hit]]
+#: An item with the signals and hits of it and its members.
+Result = tuple[Item, list[Hashed]]
 
 
 @dataclass
@@ -123,6 +140,8 @@ class Scanner:
     cache: SignalCache | None = None
     workers: int = 1
     follow_symlinks: bool = False
+    #: Container limits; None scans archives, documents and disk images as plain files.
+    limits: Limits | None = field(default_factory=Limits)
     stats: ScanStats = field(default_factory=ScanStats)
     discovered: int = 0
 
@@ -134,34 +153,38 @@ class Scanner:
 
     def scan(self, targets: Iterable[str]) -> Iterator[Finding]:
         self.stats = ScanStats()
-        work = Work(self.options, self.known_good, self.matcher.finder)
+        work = Work(self.options, self.known_good, self.matcher.finder, self.limits)
         pending = self._with_cached(self.items(targets))
         results = self._parallel(work, pending) if self.workers > 1 else self._serial(work, pending)
-        for item, signals, hits in results:
-            if self.cache and not signals.cached and not (item.error or item.skip):
+        for item, tree in results:
+            signals = tree[0][0]
+            if self.cache and len(tree) == 1 and not signals.cached and item.cacheable:
                 self.cache.put(item.cache_key, signals)
-            finding = Finding(signals, self.matcher.resolve(hits))
-            self.stats.add(finding)
-            yield finding
+            for member_signals_, hits in tree:
+                finding = Finding(member_signals_, self.matcher.resolve(hits))
+                self.stats.add(finding)
+                yield finding
         if self.cache:
             self.cache.flush()
 
     def _with_cached(self, items: Iterator[Item]) -> Iterator[tuple[Item, Signals | None]]:
         for item in items:
             cached = None
-            if self.cache and not (item.error or item.skip):
+            if self.cache and item.cacheable:
                 cached = self.cache.get(item.cache_key)
+                if cached is not None and self.limits is not None and reader_for(cached.type) is not None:
+                    cached = None  # a container's members are not cached: open it again
                 if cached is not None:
                     cached.path, cached.path_b64 = item.display
             yield item, cached
 
     def _serial(self, work: Work, pending: Iterator[tuple[Item, Signals | None]]) -> Iterator[Result]:
         for item, cached in pending:
-            yield (item, *work(item, cached))
+            yield item, work(item, cached)
 
     def _parallel(self, work: Work, pending: Iterator[tuple[Item, Signals | None]]) -> Iterator[Result]:
         window = self.workers * 8
-        in_flight: dict[Future[tuple[Signals, list[Hit]]], Item] = {}
+        in_flight: dict[Future[list[Hashed]], Item] = {}
         pool = self._new_pool(work)
         try:
             exhausted = False
@@ -173,7 +196,7 @@ class Scanner:
                         break
                     item, cached = nxt
                     if item.error or item.skip:
-                        yield (item, *work(item, None))
+                        yield item, work(item, None)
                         continue
                     in_flight[pool.submit(_in_worker, item, cached)] = item
                 if not in_flight:
@@ -183,13 +206,13 @@ class Scanner:
                 for future in done:
                     item = in_flight.pop(future)
                     try:
-                        signals, hits = future.result()
+                        tree = future.result()
                     except BrokenProcessPool:
                         suspects.append(item)
                         continue
                     except Exception as exc:  # e.g. an unpicklable result: this item only
-                        signals, hits = _failed(item, f"hashing failed: {type(exc).__name__}: {exc}"), []
-                    yield item, signals, hits
+                        tree = [(_failed(item, f"hashing failed: {type(exc).__name__}: {exc}"), [])]
+                    yield item, tree
                 if suspects:
                     # One item killed its worker and the pool with it: retry every
                     # item that was in flight alone, so only the culprit fails.
@@ -198,19 +221,19 @@ class Scanner:
                     pool.shutdown(wait=False, cancel_futures=True)
                     pool = self._new_pool(work)
                     for item in suspects:
-                        (signals, hits), pool = self._isolated(work, pool, item)
-                        yield item, signals, hits
+                        tree, pool = self._isolated(work, pool, item)
+                        yield item, tree
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _isolated(
         self, work: Work, pool: ProcessPoolExecutor, item: Item
-    ) -> tuple[tuple[Signals, list[Hit]], ProcessPoolExecutor]:
+    ) -> tuple[list[Hashed], ProcessPoolExecutor]:
         try:
             return pool.submit(_in_worker, item, None).result(), pool
         except BrokenProcessPool:
             pool.shutdown(wait=False, cancel_futures=True)
-            return (_crashed(item), []), self._new_pool(work)
+            return [(_crashed(item), [])], self._new_pool(work)
 
     def _new_pool(self, work: Work) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.workers, initializer=_init_worker, initargs=(work,))

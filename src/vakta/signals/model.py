@@ -83,12 +83,29 @@ class Signals:
     #: Why the item was not hashed in full (e.g. on a known-good list); not an error.
     skipped: str | None = None
     cached: bool = False
+    #: Where a member of a container sits: one step per container level below ``path``.
+    inside: list[str] = field(default_factory=list)
+    #: A member a filesystem still holds the data of, though its file was deleted.
+    deleted: bool = False
+    #: MD5 of the container the item was found in (VICS ``ParentMD5``).
+    parent_md5: str | None = None
+
+    @property
+    def location(self) -> str:
+        """The full location chain, e.g. ``laptop.E01 > partition 2 (NTFS) > /a.zip > b.jpg``."""
+        return " > ".join([self.path, *self.inside])
 
     def hash_fields(self) -> dict[str, Any]:
         """The ``vakta hash`` JSON object: digests and PDQ, ``error`` where a value is missing."""
         out: dict[str, Any] = {"path": self.path}
         if self.path_b64:
             out["path_b64"] = self.path_b64
+        if self.inside:
+            out["inside"] = list(self.inside)
+            out["location"] = self.location
+            out["parent_md5"] = self.parent_md5
+        if self.deleted:
+            out["deleted"] = True
         for key in ("size", "type", "md5", "sha1", "sha256", "pdq", "pdq_quality"):
             value = getattr(self, key)
             if value is not None:
