@@ -22,6 +22,8 @@ from rich.table import Table
 
 from vakta import __version__, testsignature
 from vakta.cache import SignalCache
+from vakta.cluster import ClusterError, ClusterRunner, connect
+from vakta.containers import Limits
 from vakta.findings import Finding
 from vakta.home import resolve_home
 from vakta.lists.formats import detect, list_formats
@@ -33,10 +35,10 @@ from vakta.matching.index import ListIndex, store_digests
 from vakta.matching.matcher import Matcher
 from vakta.matching.search import DEFAULT_THRESHOLD
 from vakta.matching.videos import DEFAULT_SHARE, VideoRule
-from vakta.pipeline import KnownGood, Scanner, default_workers, hash_item
+from vakta.pipeline import KnownGood, Scanner, default_workers, hash_tree
 from vakta.progress import ScanProgress
 from vakta.signals.kinds import HEX_LENGTHS, InvalidHashError, parse_query
-from vakta.signals.model import HashOptions
+from vakta.signals.model import HashOptions, Signals
 from vakta.sinks import sinks
 from vakta.sources import source_for
 
@@ -149,6 +151,53 @@ def _dump(obj: object, out: IO[str]) -> None:
     out.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """A byte count as people write it: ``1000``, ``512M``, ``8G``, ``1.5T`` (binary units)."""
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in _UNITS else ""
+    try:
+        number = float(value[: len(value) - len(unit)])
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a size (examples: 1000, 512M, 8G)") from None
+    if number < 0:
+        raise typer.BadParameter("a size cannot be negative")
+    return int(number * _UNITS[unit])
+
+
+_DEFAULT_LIMITS = Limits()
+ContainersOpt = Annotated[
+    bool,
+    typer.Option(help="Open archives, documents, mailboxes and disk images and scan what is inside."),
+]
+MaxDepthOpt = Annotated[
+    int, typer.Option("--max-depth", min=0, help="Containers nested deeper than this are not opened.")
+]
+MaxMemberOpt = Annotated[
+    str, typer.Option("--max-member-size", help="A member larger than this is an error (e.g. 8G).")
+]
+MaxContainerOpt = Annotated[
+    str,
+    typer.Option("--max-container-size", help="Stop reading a container's members after this many bytes."),
+]
+MaxMembersOpt = Annotated[
+    int, typer.Option("--max-members", min=1, help="Stop after this many members of one file.")
+]
+MaxSecondsOpt = Annotated[
+    float, typer.Option("--max-item-seconds", min=1, help="Stop opening a file's members after this long.")
+]
+
+
+def _limits(
+    containers: bool, depth: int, member_size: str, container_size: str, members: int, seconds: float
+) -> Limits | None:
+    if not containers:
+        return None
+    return Limits(depth, parse_size(member_size), parse_size(container_size), members, seconds)
+
+
 # --------------------------------------------------------------------------- hash
 
 
@@ -179,8 +228,17 @@ def hash_command(
     keyframes_only: Annotated[bool, typer.Option("--keyframes-only", help=KEYFRAMES_HELP)] = False,
     prune_distance: Annotated[int, typer.Option(min=-1, max=256, help=PRUNE_HELP)] = -1,
     follow_symlinks: Annotated[bool, typer.Option(help="Follow symbolic links.")] = False,
+    containers: ContainersOpt = True,
+    max_depth: MaxDepthOpt = _DEFAULT_LIMITS.max_depth,
+    max_member_size: MaxMemberOpt = "8G",
+    max_container_size: MaxContainerOpt = "256G",
+    max_members: MaxMembersOpt = _DEFAULT_LIMITS.max_members,
+    max_item_seconds: MaxSecondsOpt = _DEFAULT_LIMITS.max_seconds,
 ) -> None:
-    """Print the digests and PDQ hash of files (one JSON object per line), or videos' vPDQ."""
+    """Print the digests and PDQ hash of files and of what is inside containers, or videos' vPDQ."""
+    limits = _limits(
+        containers, max_depth, max_member_size, max_container_size, max_members, max_item_seconds
+    )
     options = HashOptions(
         extra_queries=False,
         seconds_per_hash=seconds_per_hash,
@@ -192,23 +250,28 @@ def hash_command(
     failed = False
     for target in paths:
         for item in source_for(target).items(target, follow_symlinks):
-            signals = hash_item(item, options)
-            if signals.skipped:
-                err.print(f"skipped {signals.path}: {signals.skipped}", markup=False)
-                continue
-            failed |= bool(signals.errors)
-            if fmt is HashFormat.json:
-                _dump(signals.hash_fields(), sys.stdout)
-            elif signals.video_frames:
-                # The reference's own line format, one block per video under a comment line.
-                sys.stdout.write(f"# {signals.path}\n")
-                sys.stdout.writelines(f.vpdq_line() + "\n" for f in signals.video_frames)
-            else:
-                err.print(
-                    f"{signals.path}: no video frames ({'; '.join(signals.errors) or signals.type})",
-                    markup=False,
-                )
+            for signals in hash_tree(item, options, limits=limits):
+                failed |= _print_hashes(signals, fmt)
     raise typer.Exit(2 if failed else 0)
+
+
+def _print_hashes(signals: Signals, fmt: HashFormat) -> bool:
+    """Print one item's hashes as asked; True if it failed."""
+    if signals.skipped:
+        err.print(f"skipped {signals.location}: {signals.skipped}", markup=False)
+        return False
+    if fmt is HashFormat.json:
+        _dump(signals.hash_fields(), sys.stdout)
+    elif signals.video_frames:
+        # The reference's own line format, one block per video under a comment line.
+        sys.stdout.write(f"# {signals.location}\n")
+        sys.stdout.writelines(f.vpdq_line() + "\n" for f in signals.video_frames)
+    else:
+        err.print(
+            f"{signals.location}: no video frames ({'; '.join(signals.errors) or signals.type})",
+            markup=False,
+        )
+    return bool(signals.errors)
 
 
 # --------------------------------------------------------------------------- lists
@@ -532,8 +595,29 @@ def scan_command(
     progress: Annotated[
         bool | None, typer.Option(help="Progress bar (default: when stderr is a terminal).")
     ] = None,
+    containers: ContainersOpt = True,
+    max_depth: MaxDepthOpt = _DEFAULT_LIMITS.max_depth,
+    max_member_size: MaxMemberOpt = "8G",
+    max_container_size: MaxContainerOpt = "256G",
+    max_members: MaxMembersOpt = _DEFAULT_LIMITS.max_members,
+    max_item_seconds: MaxSecondsOpt = _DEFAULT_LIMITS.max_seconds,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            metavar="ADDRESS",
+            help="Hash on a Dask cluster: the scheduler's address (tcp://host:8786), or 'local' "
+            "to start one here. Workers must reach the files and the index (docs/cluster.md).",
+        ),
+    ] = None,
 ) -> None:
-    """Scan files for matches with the hash lists. Exit 1 on a match, 2 on read errors, else 0."""
+    """Scan files, and what is inside archives and disk images, for matches with the hash lists.
+
+    Exit 1 on a match, 2 on read errors, else 0.
+    """
+    limits = _limits(
+        containers, max_depth, max_member_size, max_container_size, max_members, max_item_seconds
+    )
     home = _state(ctx).home
     store = _open_store(ctx)
     detect_lists, ignore_lists = _select_lists(store, lists)
@@ -549,6 +633,7 @@ def scan_command(
         signal_cache = SignalCache(home / "scan-cache.sqlite", options.fingerprint()) if cache else None
     except (OSError, sqlite3.Error) as exc:
         raise _fail(f"cannot open the scan cache in {home}: {exc}") from None
+    runner = _cluster_runner(cluster)
     scanner = Scanner(
         Matcher(index, threshold, video_rule=VideoRule(video_known_share, video_query_share, video_both)),
         options,
@@ -556,6 +641,8 @@ def scan_command(
         signal_cache,
         workers or default_workers(),
         follow_symlinks,
+        limits,
+        runner=runner,
     )
     sink = sinks.get(fmt.value)
     show_progress = err.is_terminal if progress is None else progress
@@ -574,9 +661,23 @@ def scan_command(
     finally:
         if signal_cache:
             signal_cache.close()
+        if runner is not None:
+            runner.close()
         store.close()
     _print_summary(scanner)
     raise typer.Exit(scanner.stats.exit_code)
+
+
+def _cluster_runner(address: str | None) -> ClusterRunner | None:
+    if address is None:
+        return None
+    try:
+        client = connect(address)
+    except ClusterError as exc:
+        raise _fail(str(exc)) from None
+    workers = len(client.scheduler_info().get("workers", {}))
+    err.print(f"hashing on the Dask cluster at {client.scheduler.address} ({workers} workers)", markup=False)
+    return ClusterRunner(client)
 
 
 def _reportable(finding: Finding) -> bool:

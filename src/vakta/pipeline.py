@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -128,6 +128,10 @@ def _in_worker(item: Item, cached: Signals | None) -> list[Hashed]:
 
 #: An item with the signals and hits of it and its members.
 Result = tuple[Item, list[Hashed]]
+#: Items (with cached signals, if any) waiting to be hashed.
+Pending = Iterator[tuple[Item, Signals | None]]
+#: Runs :class:`Work` over pending items somewhere else (a cluster), yielding results as they come.
+Runner = Callable[[Work, Pending], Iterator[Result]]
 
 
 @dataclass
@@ -144,6 +148,8 @@ class Scanner:
     limits: Limits | None = field(default_factory=Limits)
     stats: ScanStats = field(default_factory=ScanStats)
     discovered: int = 0
+    #: Where hashing runs: None for this machine (``workers`` processes), else e.g. a Dask cluster.
+    runner: Runner | None = None
 
     def items(self, targets: Iterable[str]) -> Iterator[Item]:
         for target in targets:
@@ -155,7 +161,12 @@ class Scanner:
         self.stats = ScanStats()
         work = Work(self.options, self.known_good, self.matcher.finder, self.limits)
         pending = self._with_cached(self.items(targets))
-        results = self._parallel(work, pending) if self.workers > 1 else self._serial(work, pending)
+        if self.runner is not None:
+            results = self.runner(work, pending)
+        elif self.workers > 1:
+            results = self._parallel(work, pending)
+        else:
+            results = self._serial(work, pending)
         for item, tree in results:
             signals = tree[0][0]
             if self.cache and len(tree) == 1 and not signals.cached and item.cacheable:
@@ -167,7 +178,7 @@ class Scanner:
         if self.cache:
             self.cache.flush()
 
-    def _with_cached(self, items: Iterator[Item]) -> Iterator[tuple[Item, Signals | None]]:
+    def _with_cached(self, items: Iterator[Item]) -> Pending:
         for item in items:
             cached = None
             if self.cache and item.cacheable:
@@ -178,11 +189,11 @@ class Scanner:
                     cached.path, cached.path_b64 = item.display
             yield item, cached
 
-    def _serial(self, work: Work, pending: Iterator[tuple[Item, Signals | None]]) -> Iterator[Result]:
+    def _serial(self, work: Work, pending: Pending) -> Iterator[Result]:
         for item, cached in pending:
             yield item, work(item, cached)
 
-    def _parallel(self, work: Work, pending: Iterator[tuple[Item, Signals | None]]) -> Iterator[Result]:
+    def _parallel(self, work: Work, pending: Pending) -> Iterator[Result]:
         window = self.workers * 8
         in_flight: dict[Future[list[Hashed]], Item] = {}
         pool = self._new_pool(work)
@@ -211,7 +222,7 @@ class Scanner:
                         suspects.append(item)
                         continue
                     except Exception as exc:  # e.g. an unpicklable result: this item only
-                        tree = [(_failed(item, f"hashing failed: {type(exc).__name__}: {exc}"), [])]
+                        tree = [(failed(item, f"hashing failed: {type(exc).__name__}: {exc}"), [])]
                     yield item, tree
                 if suspects:
                     # One item killed its worker and the pool with it: retry every
@@ -239,14 +250,14 @@ class Scanner:
         return ProcessPoolExecutor(max_workers=self.workers, initializer=_init_worker, initargs=(work,))
 
 
-def _failed(item: Item, message: str) -> Signals:
+def failed(item: Item, message: str) -> Signals:
     path, path_b64 = item.display
     log.error("%s: %s", path, message)
     return Signals(path=path, path_b64=path_b64, errors=[message])
 
 
 def _crashed(item: Item) -> Signals:
-    return _failed(item, "hashing process crashed on this item")
+    return failed(item, "hashing process crashed on this item")
 
 
 def default_workers() -> int:

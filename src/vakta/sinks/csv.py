@@ -13,6 +13,7 @@ COLUMNS = (
     "path", "size", "type", "md5", "sha1", "sha256", "pdq", "pdq_quality",
     "list", "entry_id", "category", "signal", "distance", "transform",
     "video_known_share", "video_query_share", "video_query_ranges", "errors", "path_b64",
+    "location", "deleted", "parent_md5",
 )  # fmt: skip
 
 

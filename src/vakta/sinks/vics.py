@@ -14,6 +14,7 @@ from typing import IO, Any
 from vakta import __version__
 from vakta.findings import Finding
 from vakta.matching.matcher import Match
+from vakta.signals.model import Signals
 from vakta.stats import ScanStats
 
 # "Default" is the region IPED and other readers recognise (see lists/formats/vics.py).
@@ -36,9 +37,25 @@ def media_record(finding: Finding, media_id: int) -> dict[str, Any]:
             for name, value in (("SHA256", s.sha256), ("PDQ", s.pdq))
             if value
         ],
-        "MediaFiles": [{"FileName": _basename(s.path), "FilePath": s.path}],
+        "MediaFiles": [media_file(s)],
         "Comments": "; ".join(_comment(m) for m in finding.matches),
     }
+    return record
+
+
+def media_file(s: Signals) -> dict[str, Any]:
+    """Where the file was found; a member of a container names the container as its parent.
+
+    ``FilePath`` is the whole location chain, so a reader that knows nothing of
+    ``ParentFilePath`` still shows where the file sits.
+    """
+    name = s.inside[-1].rsplit(" > ", 1)[-1] if s.inside else s.path
+    record: dict[str, Any] = {"FileName": _basename(name), "FilePath": s.location}
+    if s.inside:
+        record["ParentMD5"] = (s.parent_md5 or "").upper()
+        record["ParentFilePath"] = " > ".join([s.path, *s.inside[:-1]])
+    if s.deleted:
+        record["Deleted"] = True
     return record
 
 
