@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import BinaryIO
 
@@ -36,38 +39,84 @@ def compute_signals(
 
     Read errors (``OSError``) propagate: the caller owns the item and reports them.
     """
-    digests = (hashlib.md5(usedforsecurity=False), hashlib.sha1(usedforsecurity=False), hashlib.sha256())
+    digests = _Digests()
     start = _start_position(stream)
     first = stream.read(CHUNK_SIZE)
     signals.type = content_type(first)
     wanted = hashers_for(signals.type)
     kept: list[bytes] | None = [first] if wanted and len(first) <= options.max_decode_bytes else None
-    size = 0
-    chunk = first
-    while chunk:
-        for d in digests:
-            d.update(chunk)
+    # Digests of an item held for decoding can wait and run beside the decoder (unless a
+    # known-good check needs them first): a video's answer comes sooner.
+    deferred = kept is not None and known_good is None
+    size = len(first)
+    if not deferred:
+        digests.update([first])
+    while chunk := stream.read(CHUNK_SIZE):
         size += len(chunk)
-        chunk = stream.read(CHUNK_SIZE)
-        if kept is not None and chunk:
-            if size + len(chunk) > options.max_decode_bytes:
-                kept = None
-            else:
-                kept.append(chunk)
+        if kept is not None and size > options.max_decode_bytes:
+            if deferred:
+                digests.update(kept)
+            kept, deferred = None, False
+        if kept is not None:
+            kept.append(chunk)
+        if not deferred:
+            digests.update([chunk])
     signals.size = size
-    signals.md5, signals.sha1, signals.sha256 = (d.hexdigest() for d in digests)
+    if not deferred:
+        digests.finish(signals)
     if known_good is not None:
         name = known_good(signals)
         if name is not None:
             signals.skipped = f"on known-good list {name!r}"
             return signals
     if kept is not None:
+        pending = digests.in_background(kept) if deferred and size >= OVERLAP_BYTES else None
+        if deferred and pending is None:
+            digests.update(kept)
         data = b"".join(kept)
         for hasher in wanted:
             _run(hasher.name, signals, partial(hasher.compute, data, signals, options))
+        if pending is not None:
+            pending.result()
+        if deferred:
+            digests.finish(signals)
     elif wanted:
         _too_large(stream, start, wanted, signals, options)
     return signals
+
+
+#: Items at least this large have their digests computed beside the decoder.
+OVERLAP_BYTES = 1 << 20
+
+_DIGEST_THREAD: tuple[int, ThreadPoolExecutor] | None = None
+_DIGEST_LOCK = threading.Lock()
+
+
+class _Digests:
+    """MD5, SHA-1 and SHA-256 of one item, fed chunk by chunk (hashlib frees the GIL meanwhile)."""
+
+    def __init__(self) -> None:
+        self._hashes = (
+            hashlib.md5(usedforsecurity=False),
+            hashlib.sha1(usedforsecurity=False),
+            hashlib.sha256(),
+        )
+
+    def update(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            for h in self._hashes:
+                h.update(chunk)
+
+    def in_background(self, chunks: list[bytes]) -> Future[None]:
+        """Digest ``chunks`` on this process's digest thread (started once, anew after a fork)."""
+        global _DIGEST_THREAD
+        with _DIGEST_LOCK:
+            if _DIGEST_THREAD is None or _DIGEST_THREAD[0] != os.getpid():
+                _DIGEST_THREAD = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="vakta-digest"))
+            return _DIGEST_THREAD[1].submit(self.update, list(chunks))
+
+    def finish(self, signals: Signals) -> None:
+        signals.md5, signals.sha1, signals.sha256 = (h.hexdigest() for h in self._hashes)
 
 
 def _too_large(
