@@ -287,3 +287,52 @@ def test_small_segments_search_by_brute_force() -> None:
     assert set(index.search([q.tobytes().hex() for q in queries], 31)) == _pairs(
         _distances(hashes, queries), 31
     )
+
+
+def test_a_large_delta_is_compacted_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, hashes = _store(tmp_path, 3_000)
+    root = tmp_path / "index"
+    diskindex.build(store, root)
+    monkeypatch.setattr(diskindex, "_DELTA_MIN", 100)
+    monkeypatch.setattr(diskindex, "_DELTA_SHARE", 0.01)
+    new = np.random.default_rng(11).integers(0, 256, (400, 32), dtype=np.uint8)
+
+    report = diskindex.add(root, "alpha", "pdq", new.tobytes())
+
+    assert report.added == {"pdq": 400} and report.compacting and not report.compacted
+    during = DiskIndex.open(root)  # visible at once, from the delta, while the merge runs
+    assert _hits(during, [new[7].tobytes().hex()], t=0) == {(0, "alpha", new[7].tobytes().hex(), 0)}
+    assert diskindex.wait_for_compaction(root, timeout=120), (root / diskindex.COMPACTION_LOG).read_text()
+    after = DiskIndex.open(root)
+    assert after.delta is None and after.base != during.base
+    assert len(after.pdq) == len(hashes) + 400
+    probe = [h.tobytes().hex() for h in (*new[::50], *hashes[::300])]
+    assert _hits(after, probe) == _hits(during, probe)
+
+
+def test_compaction_never_loses_a_change_made_while_it_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = _store(tmp_path, 2_000)
+    root = tmp_path / "index"
+    diskindex.build(store, root)
+    diskindex.add(root, "alpha", "md5", bytes.fromhex("aa" * 16))
+    real = diskindex._write_compacted
+    calls = []
+
+    def racing(index: DiskIndex) -> str:
+        if not calls:  # a writer publishes a new delta while the first merge is being written
+            diskindex.add(root, "beta", "md5", bytes.fromhex("bb" * 16))
+        calls.append(index.delta)
+        return real(index)
+
+    monkeypatch.setattr(diskindex, "_write_compacted", racing)
+    compacted = diskindex.compact(root)
+
+    assert len(calls) == 2 and calls[0] != calls[1]  # the stale merge was thrown away and redone
+    assert compacted.delta is None
+    assert compacted.digests["md5"].lookup("aa" * 16) == [0]
+    assert compacted.digests["md5"].lookup("bb" * 16) == [1]
+    assert not diskindex.compaction_running(root)

@@ -67,3 +67,27 @@ def test_a_damaged_index_is_rebuilt_and_an_unusable_one_bypassed(
     (home / "index").rmdir()
     (home / "index").write_text("in the way")
     assert run_cli("scan", "--no-test-list", image).exit_code == 1
+
+
+def test_index_commands_show_compact_and_rebuild(tmp_path: Path, home: Path, run_cli: RunCli) -> None:
+    assert run_cli("index", "status").exit_code == 2  # nothing built yet: a clear error
+    md5 = testsignature.records()[0].hashes["md5"]
+    (tmp_path / "a.txt").write_text("0" * 32 + "\n")
+    (tmp_path / "b.txt").write_text(md5 + "\n")
+    run_cli("lists", "import", tmp_path / "a.txt", "--name", "a")
+    run_cli("lists", "import", tmp_path / "b.txt", "--name", "b")
+    status = run_cli("index", "status", "--json").json()
+    assert status["delta"] is not None and status["delta_entries"] == 1
+    assert status["entries"]["md5"] == 2 and status["lists"] == ["a", "b"]
+    assert status["current_with_store"] and not status["compacting"]
+
+    assert run_cli("index", "compact").exit_code == 0
+    compacted = run_cli("index", "status", "--json").json()
+    assert compacted["delta"] is None and compacted["base"] != status["base"]
+    assert compacted["entries"] == status["entries"]
+    assert run_cli("lookup", "--no-test-list", md5).exit_code == 1
+
+    assert run_cli("index", "rebuild").exit_code == 0
+    rebuilt = run_cli("index", "status", "--json").json()
+    assert rebuilt["base"] != compacted["base"] and rebuilt["entries"] == status["entries"]
+    assert run_cli("lookup", "--no-test-list", md5).exit_code == 1

@@ -5,8 +5,10 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import shutil
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -26,7 +28,7 @@ from vakta.cluster import ClusterError, ClusterRunner, connect
 from vakta.containers import Limits
 from vakta.findings import Finding
 from vakta.home import resolve_home
-from vakta.lists.formats import detect, list_formats
+from vakta.lists.formats import detect, known_good, list_formats
 from vakta.lists.model import ListRecord, ParseIssue
 from vakta.lists.store import DETECT, IGNORE, VIDEO_KIND, EmptyImportError, ListStore, StoreError
 from vakta.matching import diskindex
@@ -53,6 +55,11 @@ app = typer.Typer(
 )
 lists_app = typer.Typer(help="Import, list, export and remove hash lists.", no_args_is_help=True)
 app.add_typer(lists_app, name="lists")
+index_app = typer.Typer(
+    help="The on-disk index the lists are searched through (kept up to date by itself).",
+    no_args_is_help=True,
+)
+app.add_typer(index_app, name="index")
 
 #: Shown (at most) per import; the rest are counted.
 MAX_ISSUES_SHOWN = 20
@@ -74,6 +81,11 @@ class ListFormatChoice(StrEnum):
     threatexchange = "threatexchange"
     vics = "vics"
     vpdq = "vpdq"
+    ncmec = "ncmec"
+    clamav = "clamav"
+    hashdeep = "hashdeep"
+    checksums = "checksums"
+    nsrl = "nsrl"
 
 
 class KindChoice(StrEnum):
@@ -96,6 +108,10 @@ class ExportFormat(StrEnum):
     text = "text"
     threatexchange = "threatexchange"
     vpdq = "vpdq"
+    ncmec = "ncmec"
+    clamav = "clamav"
+    hashdeep = "hashdeep"
+    checksums = "checksums"
 
 
 def _version(value: bool) -> None:
@@ -297,6 +313,56 @@ def _read_list(
     return fmt.name, stream, parsed()
 
 
+def _is_known_good(file: Path, fmt_name: str) -> bool:
+    """Whether a list file is of a known-good format (NSRL); an unreadable file is left to the import to report."""
+    if fmt_name != "auto":
+        return known_good(list_formats.get(fmt_name))
+    try:
+        with file.open("rb") as stream:
+            return known_good(detect(stream.read(SNIFF_BYTES), file.name))
+    except OSError:
+        return False
+
+
+def _purpose(files: list[Path], fmt_name: str, ignore: bool) -> str:
+    """Known-good with ``--ignore``, and for known-good formats even without it.
+
+    NSRL lists only known software: imported as a detection list, it would
+    report every operating-system file, so it never is.  Mixing it with
+    detection lists in one import is refused rather than guessed at.
+    """
+    if ignore:
+        return IGNORE
+    good = [f for f in files if _is_known_good(f, fmt_name)]
+    if not good:
+        return DETECT
+    if len(good) < len(files):
+        raise _fail("known-good (NSRL) files and detection lists cannot be one list; import them apart")
+    err.print(
+        "note: a known-good format (NSRL): imported as a known-good list, as with --ignore", markup=False
+    )
+    return IGNORE
+
+
+def _forget_removed(home: Path, name: str, removed: dict[str, bytearray]) -> None:
+    """Make the on-disk index forget the hashes an import withdrew (it learns only additions from the store).
+
+    Run before the index takes the import's additions, so a hash withdrawn and
+    listed again in the same file stays.  An index that cannot take the change
+    is deleted, to be rebuilt from the store at its next use: a withdrawn hash
+    must not go on matching.
+    """
+    root = home / INDEX_FOLDER
+    try:
+        for kind, values in removed.items():
+            diskindex.remove(root, name, kind, bytes(values))
+    except (IndexFormatError, KeyError):
+        return  # no index yet, or it never had the list: nothing to forget
+    except OSError as exc:
+        err.print(f"[yellow]warning:[/yellow] index rebuilt at next use: {escape(str(exc))}")
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def _list_files(path: Path) -> list[Path]:
     """The list file, or every file in a folder of them (one vPDQ file per video, say), sorted."""
     if not path.is_dir():
@@ -317,7 +383,10 @@ def lists_import(
         KindChoice | None, typer.Option("--kind", help="Hash kind of bare values (plain text lists).")
     ] = None,
     ignore: Annotated[
-        bool, typer.Option("--ignore", help="A known-good list: matching files are skipped, not reported.")
+        bool,
+        typer.Option(
+            "--ignore", help="A known-good list: matching files are skipped, not reported (NSRL always is)."
+        ),
     ] = False,
 ) -> None:
     """Import a hash list into the local store (duplicates merged, bad lines reported)."""
@@ -326,6 +395,7 @@ def lists_import(
     if not path.exists():
         raise _fail(f"{path}: no such file or folder")
     files = _list_files(path)
+    purpose = _purpose(files, fmt.value, ignore)
     issues: list[tuple[Path, ParseIssue]] = []
     formats: list[str] = []
     bar = Progress(
@@ -355,7 +425,7 @@ def lists_import(
 
     with _open_store(ctx) as store, bar:
         try:
-            report = store.import_records(name, records(), str(path), fmt.value, IGNORE if ignore else DETECT)
+            report = store.import_records(name, records(), str(path), fmt.value, purpose)
         except EmptyImportError as exc:
             _print_issues(issues)
             raise _fail(f"{path} ({'+'.join(formats)}): {exc}", 1) from None
@@ -364,13 +434,16 @@ def lists_import(
         report.invalid = len(issues)
         report.format = "+".join(formats)
         store.finish_import(report)
+        if report.removed_hashes:
+            _forget_removed(_state(ctx).home, name, report.removed_hashes)
         _refresh_index(_state(ctx).home, store)
     _print_issues(issues)
     videos = f" ({report.videos} videos)" if report.videos else ""
+    removed = f", {report.removed} removed" if report.removed else ""
     err.print(
         f"{name}: {report.records} records{videos} read as {'+'.join(formats)} from {len(files)} "
         f"file{'s' if len(files) != 1 else ''}, {report.added} {'entries' if report.videos else 'hashes'} added, "
-        f"{report.duplicates} duplicates merged, {report.invalid} invalid",
+        f"{report.duplicates} duplicates merged{removed}, {report.invalid} invalid",
         markup=False,
     )
 
@@ -692,6 +765,62 @@ def _print_summary(scanner: Scanner) -> None:
         f"{s['cache_hits']:,} cache hits in {s['elapsed_s']:.1f} s "
         f"({s['files_per_s']:,.1f} files/s, {s['mb_per_s']:,.1f} MB/s)"
     )
+
+
+# --------------------------------------------------------------------------- index
+
+
+@index_app.command("status")
+def index_status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of text.")] = False,
+) -> None:
+    """Show the index generation, its sizes, and whether it is current and being compacted."""
+    root = _state(ctx).home / INDEX_FOLDER
+    try:
+        index = DiskIndex.open(root)
+    except IndexFormatError as exc:
+        raise _fail(
+            f"no usable index ({exc}); it is built by the next scan or `vakta index rebuild`"
+        ) from None
+    with _open_store(ctx) as store:
+        stale = index.stale(store)
+    status = {
+        "path": str(root),
+        "base": index.base,
+        "delta": index.delta,
+        "entries": {"pdq": len(index.pdq)} | {k: len(d) for k, d in index.digests.items()},
+        "delta_entries": index.delta_size(),
+        "lists": index.names(),
+        "current_with_store": not stale,
+        "compacting": diskindex.compaction_running(root),
+    }
+    if as_json:
+        _dump(status, sys.stdout)
+        return
+    for key, value in status.items():
+        sys.stdout.write(f"{key}: {value}\n")
+
+
+@index_app.command("compact")
+def index_compact(ctx: typer.Context) -> None:
+    """Bring the index up to the lists, then merge its delta into a new base now (in the foreground)."""
+    home = _state(ctx).home
+    with _open_store(ctx) as store:
+        _current_index(home, store)
+    started = time.perf_counter()
+    index = diskindex.compact(home / INDEX_FOLDER)
+    err.print(f"index compacted to {index.base} in {time.perf_counter() - started:.1f} s", markup=False)
+
+
+@index_app.command("rebuild")
+def index_rebuild(ctx: typer.Context) -> None:
+    """Build the index afresh from the lists (after damage, or to reclaim space)."""
+    home = _state(ctx).home
+    started = time.perf_counter()
+    with _open_store(ctx) as store:
+        index = diskindex.build(store, home / INDEX_FOLDER)
+    err.print(f"index rebuilt as {index.base} in {time.perf_counter() - started:.1f} s", markup=False)
 
 
 # --------------------------------------------------------------------------- lookup

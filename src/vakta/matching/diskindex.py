@@ -23,8 +23,9 @@ place: a change writes a new folder under a temporary name, renames it, then
 replaces ``CURRENT`` (``os.replace``, atomic), so a reader holding the old
 generation keeps working (its mapped files stay valid even once deleted) and
 a new reader sees either the old or the new state, never a mix.  A delta
-makes a change visible in a fraction of a second; :func:`compact` (run when
-the delta grows past a share of the base) merges it into a new base.
+makes a change visible in a fraction of a second; :func:`compact` merges it
+into a new base, in a background process once the delta grows past a share
+of the base (``COMPACTING`` is held while one runs).
 
 Each entry carries its list number; :meth:`DiskIndex.restricted` limits a
 search to chosen lists without copying anything.
@@ -36,6 +37,8 @@ import fcntl
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -98,6 +101,8 @@ class UpdateReport:
     lists_added: list[str] = field(default_factory=list)
     lists_removed: list[str] = field(default_factory=list)
     compacted: bool = False
+    #: A background compaction was started (the delta grew past its share of the base).
+    compacting: bool = False
     seconds: float = 0.0
 
     @property
@@ -438,6 +443,10 @@ class DiskIndex:
         }
         return known != set(store.list_states())
 
+    def delta_size(self) -> int:
+        """Entries added or removed since the base (what a compaction would merge)."""
+        return self._delta().size()
+
     # reading the arrays back (compaction, deltas)
 
     def _delta(self) -> _Delta:
@@ -572,11 +581,90 @@ def _owners(parts: list[Owners]) -> Owners:
 
 
 def compact(root: Path) -> DiskIndex:
-    """Merge the delta into a new base generation (no store needed) and publish it."""
-    with _writer_lock(root):
-        index = DiskIndex.open(root)
-        _compact(index)
+    """Merge the delta into a new base generation (no store needed) and publish it.
+
+    The new base is written from a snapshot without the writer lock, so imports
+    and removals go on meanwhile (readers are never blocked); it is published
+    only if nothing changed since the snapshot, else the merge starts again
+    from the newer state, the last time under the lock.
+    """
+    with _compactor_lock(root, wait=True):
+        for _ in range(_COMPACT_ATTEMPTS):
+            snapshot = DiskIndex.open(root)
+            if snapshot.delta is None:
+                return snapshot
+            base = _write_compacted(snapshot)
+            with _writer_lock(root):
+                if snapshot.is_current():
+                    _publish(root, base, None)
+                    return DiskIndex.open(root)
+            shutil.rmtree(root / base, ignore_errors=True)
+        with _writer_lock(root):
+            _publish(root, _write_compacted(DiskIndex.open(root)), None)
     return DiskIndex.open(root)
+
+
+#: Merges tried from a snapshot before the last one runs under the writer lock.
+_COMPACT_ATTEMPTS = 3
+COMPACTION_LOG = "compaction.log"
+#: How long a caller waits for the compaction process to start (Python start-up).
+_COMPACTOR_START_S = 30.0
+
+
+@contextmanager
+def _compactor_lock(root: Path, wait: bool) -> Iterator[bool]:
+    """Held by the one compaction running on ``root``; yields False (without waiting) if taken."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "COMPACTING", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def compaction_running(root: Path) -> bool:
+    with _compactor_lock(root, wait=False) as free:
+        return not free
+
+
+def compact_in_background(root: Path) -> bool:
+    """Start a detached process that compacts ``root``; False if one is already at work.
+
+    A separate process, so a short-lived caller (``vakta lists import``) returns
+    at once and the merge survives it; its output goes to ``compaction.log``.
+    """
+    if compaction_running(root):
+        return False
+    code = "import sys; from pathlib import Path; from vakta.matching.diskindex import compact; compact(Path(sys.argv[1]))"
+    with open(root / COMPACTION_LOG, "ab") as log_file:
+        child = subprocess.Popen(
+            [sys.executable, "-c", code, str(root)],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    # Return once the child holds the lock, so a waiter never sees "no compaction" too early.
+    deadline = time.monotonic() + _COMPACTOR_START_S
+    while not compaction_running(root) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return True
+
+
+def wait_for_compaction(root: Path, timeout: float = 600.0) -> bool:
+    """Wait until no compaction runs on ``root`` (True), or ``timeout`` seconds (False)."""
+    deadline = time.monotonic() + timeout
+    while compaction_running(root):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _live_arrays(
@@ -591,17 +679,16 @@ def _live_arrays(
     return all_values[keep], all_owners[keep]
 
 
-def _compact(index: DiskIndex) -> str:
+def _write_compacted(index: DiskIndex) -> str:
+    """A new base generation holding everything ``index`` (base plus delta) holds; not published."""
     live = owner_mask((n for n, i in enumerate(index.lists) if not i.removed), len(index.lists))
     removed = index._delta().removed
     pdq = _live_arrays(index.pdq.segments, removed["pdq"], live, "raw")
     digests = {k: _live_arrays(d.segments, removed[k], live, "keys") for k, d in index.digests.items()}
     layout = None
-    base = _write_base(
+    return _write_base(
         index.root, index.lists, pdq, digests, int(index.manifest.get("min_quality", MIN_QUALITY)), layout
     )
-    _publish(index.root, base, None)
-    return base
 
 
 def _apply(
@@ -658,8 +745,7 @@ def _apply(
     name = _write_delta(index.root, index.base, lists, delta)
     _publish(index.root, index.base, name)
     if delta.size() > max(_DELTA_MIN, _DELTA_SHARE * sum(base_sizes.values())):
-        _compact(DiskIndex.open(index.root))
-        report.compacted = True
+        report.compacting = compact_in_background(index.root)
 
 
 def _found(
