@@ -116,10 +116,6 @@ class VideoHasher:
             raise VideoDecodeError("video has no decodable frames")
 
 
-#: Triage decodes key frames with FFmpeg's shortcuts: no deblocking, fast (non-spec) paths.
-#: Their PDQ moves by 0-2 bits against a full decode (bench/video.py), far inside the threshold.
-KEYFRAME_DECODER_OPTIONS: dict[str, str] = {"skip_loop_filter": "all", "flags2": "fast"}
-
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -429,7 +425,6 @@ def _sample_keyframes(
     hashed per ``seconds_per_hash`` (intra-only streams have nothing but key frames).
     """
     stream.codec_context.skip_frame = "NONKEY"
-    stream.codec_context.options.update(KEYFRAME_DECODER_OPTIONS)
     fps = float(rate)
     step = max(1, int(options.seconds_per_hash * fps))
     last_frame = int(options.max_video_seconds * fps) if options.max_video_seconds else None
