@@ -18,6 +18,11 @@ class ListRecord:
     the source file, for error reports.  A known video carries its vPDQ
     ``frames`` (the reference's per-frame PDQ hashes), kept together because a
     video matches as a whole: by the share of its frames a query reaches.
+
+    A ``removed`` record withdraws what it names from the list instead of
+    adding it: its hashes, its known video, and every entry carrying its
+    ``entry_id``, since a list's own deletions (NCMEC's deleted entries) often
+    name the entry alone.
     """
 
     hashes: dict[str, str]
@@ -26,6 +31,7 @@ class ListRecord:
     line: int = 0
     pdq_quality: int | None = None
     frames: tuple[VideoFrame, ...] = ()
+    removed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

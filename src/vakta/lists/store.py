@@ -7,6 +7,10 @@ one, and must each keep it), keyed on a fingerprint of the frames so that a
 re-imported video merges too.  Every row points
 at the import it came from, which records the source format and time: that is
 the provenance a finding reports.
+
+An import may also withdraw entries (records marked ``removed``, e.g. NCMEC's
+deleted entries).  Duplicates are merged, so a hash listed under two entry ids
+is stored once, under the first: withdrawing that entry withdraws the hash.
 """
 
 from __future__ import annotations
@@ -84,19 +88,38 @@ VIDEO_KIND = "vpdq"
 # Rows are staged in a temporary table, then merged in key order: SQLite sorts
 # in C, and ordered inserts into the B-tree are twice as fast as random ones
 # (1,000,000 MD5s: 4 s instead of 8 s).
+# ``seq`` is the record's position in the file, which orders additions and removals.
 _STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS staging (
-    list_id INTEGER, kind TEXT, value BLOB, entry_id TEXT, category TEXT, quality INTEGER, import_id INTEGER
+    seq INTEGER, list_id INTEGER, kind TEXT, value BLOB, entry_id TEXT, category TEXT, quality INTEGER,
+    import_id INTEGER
 )
 """
-_UPSERT = """
-INSERT INTO entries (list_id, kind, value, entry_id, category, quality, import_id)
-SELECT * FROM staging WHERE true ORDER BY list_id, kind, value
+_REMOVALS = (
+    "CREATE TEMP TABLE IF NOT EXISTS removals (seq INTEGER, kind TEXT, value BLOB, entry_id TEXT)",
+    "CREATE INDEX IF NOT EXISTS temp.removals_hash ON removals (kind, value, seq)",
+    "CREATE INDEX IF NOT EXISTS temp.removals_entry ON removals (entry_id, seq)",
+)
+_COLUMNS = "list_id, kind, value, entry_id, category, quality, import_id"
+_UPSERT = f"""
+INSERT INTO entries ({_COLUMNS})
+SELECT {_COLUMNS} FROM staging WHERE {{keep}} ORDER BY list_id, kind, value
 ON CONFLICT (list_id, kind, value) DO UPDATE SET
     entry_id = COALESCE(entries.entry_id, excluded.entry_id),
     category = COALESCE(entries.category, excluded.category),
     quality = COALESCE(entries.quality, excluded.quality)
 """
+#: A staged row that a removal later in the same file withdraws.
+_WITHDRAWN = (
+    "EXISTS (SELECT 1 FROM removals r WHERE r.kind = staging.kind AND r.value = staging.value "
+    "AND r.seq > staging.seq) OR EXISTS (SELECT 1 FROM removals r WHERE r.entry_id = staging.entry_id "
+    "AND r.seq > staging.seq)"
+)
+#: Stored entries of a list (``list_id = ?``) that the staged removals name, by hash or by entry id.
+_REMOVED_BY = (
+    "(kind, value) IN (SELECT kind, value FROM removals WHERE kind IS NOT NULL)",
+    "entry_id IN (SELECT entry_id FROM removals WHERE entry_id IS NOT NULL)",
+)
 
 _BATCH = 50_000
 
@@ -121,6 +144,10 @@ class ImportReport:
     invalid: int = 0
     #: Known videos (vPDQ) read; each counts as one hash in ``added``/``duplicates``.
     videos: int = 0
+    #: Stored hashes and known videos that removal records withdrew.
+    removed: int = 0
+    #: The withdrawn hashes' raw values by kind, concatenated: what the on-disk index must forget.
+    removed_hashes: dict[str, bytearray] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -187,21 +214,15 @@ class ListStore:
     def import_records(
         self, name: str, records: Iterable[ListRecord], source: str, fmt: str, purpose: str = DETECT
     ) -> ImportReport:
-        """Add records to list ``name`` (created if new) in one transaction."""
+        """Add records to list ``name`` (created if new) in one transaction; ``removed`` ones withdraw.
+
+        A removal withdraws what the list held before the file and what the
+        file added before it, not what the file adds after it: records apply
+        in file order, as a feed of updates is meant to be read.
+        """
         report = ImportReport(name, fmt)
         with self._db:
-            found = self._list_id(name)
-            if found and found[1] != purpose:
-                raise StoreError(
-                    f"list {name!r} exists as a {found[1]} list; remove it first to import it as {purpose}"
-                )
-            if found is None:
-                cur = self._db.execute(
-                    "INSERT INTO lists (name, purpose, created_at) VALUES (?, ?, ?)", (name, purpose, _now())
-                )
-                list_id = int(cur.lastrowid or 0)
-            else:
-                list_id = found[0]
+            list_id = self._list_for_import(name, purpose)
             cur = self._db.execute(
                 "INSERT INTO imports (list_id, source, format, imported_at) VALUES (?, ?, ?, ?)",
                 (list_id, source, fmt, _now()),
@@ -209,26 +230,87 @@ class ListStore:
             import_id = int(cur.lastrowid or 0)
             before = self._count(list_id)
             rows = 0
-            self._db.execute(_STAGE)
-            self._db.execute("DELETE FROM staging")
+            for statement in (_STAGE, *_REMOVALS, "DELETE FROM staging", "DELETE FROM removals"):
+                self._db.execute(statement)
 
             def add_video(record: ListRecord) -> None:
                 self._add_video(list_id, import_id, record)
 
-            for batch in _batched(_rows(records, list_id, import_id, report, add_video), _BATCH):
-                self._db.executemany("INSERT INTO staging VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
+            def remove(seq: int, record: ListRecord) -> None:
+                report.removed += self._stage_removal(list_id, seq, record)
+
+            staged = _rows(records, list_id, import_id, report, add_video, remove)
+            for batch in _batched(staged, _BATCH):
+                self._db.executemany("INSERT INTO staging VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
                 rows += len(batch)
-            self._db.execute(_UPSERT)
+            withdrawn = self._merge(list_id, report)
             self._db.execute("DELETE FROM staging")
+            self._db.execute("DELETE FROM removals")
             if report.records == 0:
                 raise EmptyImportError("no valid records in the file; nothing imported")
-            report.added = self._count(list_id) - before
-            report.duplicates = rows + report.videos - report.added
+            report.added = self._count(list_id) - before + report.removed
+            report.duplicates = rows - withdrawn + report.videos - report.added
             self._db.execute(
                 "UPDATE imports SET records = ?, added = ?, duplicates = ? WHERE id = ?",
                 (report.records, report.added, report.duplicates, import_id),
             )
         return report
+
+    def _list_for_import(self, name: str, purpose: str) -> int:
+        """The id of list ``name``, created if new; a list of the other purpose is refused."""
+        found = self._list_id(name)
+        if found and found[1] != purpose:
+            raise StoreError(
+                f"list {name!r} exists as a {found[1]} list; remove it first to import it as {purpose}"
+            )
+        if found is not None:
+            return found[0]
+        cur = self._db.execute(
+            "INSERT INTO lists (name, purpose, created_at) VALUES (?, ?, ?)", (name, purpose, _now())
+        )
+        return int(cur.lastrowid or 0)
+
+    def _stage_removal(self, list_id: int, seq: int, record: ListRecord) -> int:
+        """Note a removal's hashes and entry id for :meth:`_merge`; drop its known videos now.
+
+        Videos are stored as they are read, so they are withdrawn in file
+        order at once.  Returns the number of videos withdrawn.
+        """
+        rows: list[tuple[object, ...]] = [(seq, k, bytes.fromhex(v), None) for k, v in record.hashes.items()]
+        gone = 0
+        if record.frames:
+            gone += self._db.execute(
+                "DELETE FROM videos WHERE list_id = ? AND fingerprint = ?",
+                (list_id, video_fingerprint(record.frames)),
+            ).rowcount
+        if record.entry_id is not None:
+            rows.append((seq, None, None, record.entry_id))
+            gone += self._db.execute(
+                "DELETE FROM videos WHERE list_id = ? AND entry_id = ?", (list_id, record.entry_id)
+            ).rowcount
+        self._db.executemany("INSERT INTO removals VALUES (?, ?, ?, ?)", rows)
+        return gone
+
+    def _merge(self, list_id: int, report: ImportReport) -> int:
+        """Withdraw the stored entries the removals name, then upsert the staged rows no later removal withdrew.
+
+        Returns the number of staged rows withdrawn.  A list's entry ids carry
+        no index, so removal by id costs one pass over the list: done once per
+        import, not per removal.
+        """
+        if self._db.execute("SELECT NOT EXISTS (SELECT 1 FROM removals)").fetchone()[0]:
+            self._db.execute(_UPSERT.format(keep="true"))
+            return 0
+        for where in _REMOVED_BY:
+            for kind, value in self._db.execute(
+                f"SELECT kind, value FROM entries WHERE list_id = ? AND {where}", (list_id,)
+            ):
+                report.removed_hashes.setdefault(kind, bytearray()).extend(value)
+                report.removed += 1
+            self._db.execute(f"DELETE FROM entries WHERE list_id = ? AND {where}", (list_id,))
+        withdrawn = int(self._db.execute(f"SELECT COUNT(*) FROM staging WHERE {_WITHDRAWN}").fetchone()[0])
+        self._db.execute(_UPSERT.format(keep=f"NOT ({_WITHDRAWN})"))
+        return withdrawn
 
     def finish_import(self, report: ImportReport) -> None:
         """Record what is known only once the file was read: invalid lines and the format found."""
@@ -450,16 +532,29 @@ def _rows(
     import_id: int,
     report: ImportReport,
     add_video: Callable[[ListRecord], None],
+    remove: Callable[[int, ListRecord], None],
 ) -> Iterator[tuple[object, ...]]:
-    """Entry rows of the records; a video's frames go to ``add_video`` as they come."""
-    for record in records:
+    """Staging rows of the records; a video's frames go to ``add_video``, removals to ``remove``, as they come."""
+    for seq, record in enumerate(records):
         report.records += 1
+        if record.removed:
+            remove(seq, record)
+            continue
         if record.frames:
             report.videos += 1
             add_video(record)
         for kind, value in record.hashes.items():
             quality = record.pdq_quality if kind == "pdq" else None
-            yield (list_id, kind, bytes.fromhex(value), record.entry_id, record.category, quality, import_id)
+            yield (
+                seq,
+                list_id,
+                kind,
+                bytes.fromhex(value),
+                record.entry_id,
+                record.category,
+                quality,
+                import_id,
+            )
 
 
 def _batched(rows: Iterator[tuple[object, ...]], size: int) -> Iterator[list[tuple[object, ...]]]:

@@ -14,7 +14,12 @@ from vakta.registry import Registry
 
 
 class ListFormat(Protocol):
-    """Reads (and optionally writes) one hash-list file format."""
+    """Reads (and optionally writes) one hash-list file format.
+
+    A format whose lists are known-good by nature (NIST NSRL) may also set a
+    class attribute ``known_good = True``: the command line then imports it as
+    a known-good list without ``--ignore`` (see :func:`known_good`).
+    """
 
     #: Name used on the command line (``--format NAME``).
     name: str
@@ -39,7 +44,18 @@ list_formats: Registry[ListFormat] = Registry("list_formats")
 
 #: Order in which ``--format auto`` asks formats whether a file is theirs;
 #: the most specific first, plain text last.
-SNIFF_ORDER = ("vics", "threatexchange", "vpdq", "csv", "text")
+SNIFF_ORDER = (
+    "nsrl",
+    "ncmec",
+    "vics",
+    "hashdeep",
+    "clamav",
+    "checksums",
+    "threatexchange",
+    "vpdq",
+    "csv",
+    "text",
+)
 
 
 def detect(head: bytes, filename: str) -> ListFormat:
@@ -51,3 +67,8 @@ def detect(head: bytes, filename: str) -> ListFormat:
         if fmt.sniff(head, filename):
             return fmt
     return list_formats.get("text")
+
+
+def known_good(fmt: ListFormat) -> bool:
+    """Whether lists of this format list only known-good files (an optional attribute of a format)."""
+    return bool(getattr(fmt, "known_good", False))

@@ -8,6 +8,7 @@ file name column never loses the hash next to it.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import itertools
 from collections.abc import Iterable, Iterator
@@ -43,6 +44,35 @@ def decode_all(data: bytes) -> str:
     if data.startswith(UTF8_BOM):
         data = data[len(UTF8_BOM) :]
     return decode_line(data)
+
+
+def _latin1_bytes(error: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: undecodable bytes become their latin-1 characters."""
+    assert isinstance(error, UnicodeDecodeError)
+    return error.object[error.start : error.end].decode("latin-1"), error.end
+
+
+LATIN1_FALLBACK = "vakta-latin1-fallback"
+codecs.register_error(LATIN1_FALLBACK, _latin1_bytes)
+
+
+def text_chunks(stream: IO[bytes], size: int = 1 << 16) -> Iterator[str]:
+    """``stream`` decoded in pieces of about ``size`` bytes, for formats that need no lines (XML).
+
+    Decoded as :func:`text_lines` does (UTF-8, UTF-16 after its BOM, stray
+    bytes as latin-1), but never holding more than a piece: a document on
+    one line may be gigabytes long.  A UTF-8 BOM is kept; XML parsers skip it.
+    """
+    first = stream.read(size)
+    encoding = "utf-16" if first.startswith(UTF16_BOMS) else "utf-8"
+    decoder = codecs.getincrementaldecoder(encoding)(
+        errors="replace" if encoding == "utf-16" else LATIN1_FALLBACK
+    )
+    chunk = first
+    while chunk:
+        yield decoder.decode(chunk)
+        chunk = stream.read(size)
+    yield decoder.decode(b"", final=True)
 
 
 def head_text(head: bytes) -> str:
