@@ -336,3 +336,32 @@ def test_compaction_never_loses_a_change_made_while_it_ran(
     assert compacted.digests["md5"].lookup("aa" * 16) == [0]
     assert compacted.digests["md5"].lookup("bb" * 16) == [1]
     assert not diskindex.compaction_running(root)
+
+
+def test_withdrawals_reach_the_index_from_the_store_journal(tmp_path: Path) -> None:
+    """A list feed's deletions are journalled with the import: the index forgets them on its next update,
+    even when nothing else told it (a process killed between the import and the index update)."""
+    md5 = [f"{n:032x}" for n in range(1, 6)]
+    root = tmp_path / "index"
+    with ListStore(tmp_path) as store:
+        store.import_records(
+            "feed", [ListRecord({"md5": h}, f"id{n}") for n, h in enumerate(md5)], "a", "ncmec"
+        )
+        store.import_records("other", [ListRecord({"md5": md5[0]}, "x")], "o", "csv")
+        diskindex.build(store, root)
+        deletions = [
+            ListRecord({}, "id0", removed=True),
+            ListRecord({"md5": md5[1]}, removed=True),
+            ListRecord({}, "id2", removed=True),
+            ListRecord({"md5": md5[2]}, "id2-again"),  # withdrawn, then listed again in the same file
+        ]
+        store.import_records("feed", deletions, "b", "ncmec")
+        report = diskindex.update(store, root)
+    index = DiskIndex.open(root)
+    feed, other = index.numbers(["feed", "other"])
+    assert report.removed == {"md5": 3} and report.added == {"md5": 1}
+    assert index.digests["md5"].lookup(md5[0]) == [other]  # another list's copy stays
+    assert index.digests["md5"].lookup(md5[1]) == []
+    assert index.digests["md5"].lookup(md5[2]) == [feed]
+    assert index.digests["md5"].lookup(md5[3]) == [feed]
+    assert diskindex.compact(root).digests["md5"].lookup(md5[1]) == []

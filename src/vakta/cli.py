@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import shutil
 import sqlite3
 import sys
 import time
@@ -344,25 +343,6 @@ def _purpose(files: list[Path], fmt_name: str, ignore: bool) -> str:
     return IGNORE
 
 
-def _forget_removed(home: Path, name: str, removed: dict[str, bytearray]) -> None:
-    """Make the on-disk index forget the hashes an import withdrew (it learns only additions from the store).
-
-    Run before the index takes the import's additions, so a hash withdrawn and
-    listed again in the same file stays.  An index that cannot take the change
-    is deleted, to be rebuilt from the store at its next use: a withdrawn hash
-    must not go on matching.
-    """
-    root = home / INDEX_FOLDER
-    try:
-        for kind, values in removed.items():
-            diskindex.remove(root, name, kind, bytes(values))
-    except (IndexFormatError, KeyError):
-        return  # no index yet, or it never had the list: nothing to forget
-    except OSError as exc:
-        err.print(f"[yellow]warning:[/yellow] index rebuilt at next use: {escape(str(exc))}")
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def _list_files(path: Path) -> list[Path]:
     """The list file, or every file in a folder of them (one vPDQ file per video, say), sorted."""
     if not path.is_dir():
@@ -434,8 +414,6 @@ def lists_import(
         report.invalid = len(issues)
         report.format = "+".join(formats)
         store.finish_import(report)
-        if report.removed_hashes:
-            _forget_removed(_state(ctx).home, name, report.removed_hashes)
         _refresh_index(_state(ctx).home, store)
     _print_issues(issues)
     videos = f" ({report.videos} videos)" if report.videos else ""

@@ -80,6 +80,13 @@ CREATE TABLE IF NOT EXISTS video_frames (
     timestamp REAL NOT NULL,
     PRIMARY KEY (video_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS withdrawals (
+    list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+    import_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    value BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS withdrawals_by_import ON withdrawals (list_id, import_id, kind);
 """
 
 #: The kind under which a known video is counted, matched and reported.
@@ -243,7 +250,7 @@ class ListStore:
             for batch in _batched(staged, _BATCH):
                 self._db.executemany("INSERT INTO staging VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
                 rows += len(batch)
-            withdrawn = self._merge(list_id, report)
+            withdrawn = self._merge(list_id, import_id, report)
             self._db.execute("DELETE FROM staging")
             self._db.execute("DELETE FROM removals")
             if report.records == 0:
@@ -291,12 +298,14 @@ class ListStore:
         self._db.executemany("INSERT INTO removals VALUES (?, ?, ?, ?)", rows)
         return gone
 
-    def _merge(self, list_id: int, report: ImportReport) -> int:
+    def _merge(self, list_id: int, import_id: int, report: ImportReport) -> int:
         """Withdraw the stored entries the removals name, then upsert the staged rows no later removal withdrew.
 
         Returns the number of staged rows withdrawn.  A list's entry ids carry
         no index, so removal by id costs one pass over the list: done once per
-        import, not per removal.
+        import, not per removal.  Withdrawn hashes are journalled with the
+        import, in the same transaction, so the on-disk index forgets them at
+        its next update whatever happens to this process.
         """
         if self._db.execute("SELECT NOT EXISTS (SELECT 1 FROM removals)").fetchone()[0]:
             self._db.execute(_UPSERT.format(keep="true"))
@@ -307,6 +316,10 @@ class ListStore:
             ):
                 report.removed_hashes.setdefault(kind, bytearray()).extend(value)
                 report.removed += 1
+            self._db.execute(
+                f"INSERT INTO withdrawals SELECT list_id, ?, kind, value FROM entries WHERE list_id = ? AND {where}",
+                (import_id, list_id),
+            )
             self._db.execute(f"DELETE FROM entries WHERE list_id = ? AND {where}", (list_id,))
         withdrawn = int(self._db.execute(f"SELECT COUNT(*) FROM staging WHERE {_WITHDRAWN}").fetchone()[0])
         self._db.execute(_UPSERT.format(keep=f"NOT ({_WITHDRAWN})"))
@@ -442,6 +455,11 @@ class ListStore:
             sql += " AND (quality IS NULL OR quality >= ?)"
             args += (min_quality,)
         return b"".join(v for (v,) in self._db.execute(sql, args))
+
+    def withdrawn_since(self, list_id: int, kind: str, after_import: int) -> bytes:
+        """Hashes of one kind that imports after ``after_import`` withdrew from the list (concatenated)."""
+        sql = "SELECT value FROM withdrawals WHERE list_id = ? AND import_id > ? AND kind = ?"
+        return b"".join(v for (v,) in self._db.execute(sql, (list_id, after_import, kind)))
 
     def provenance(self, name: str, kind: str, value: bytes) -> EntryRow | None:
         """One hash's (or known video's) entry id, category and import, looked up only when it matched."""

@@ -713,7 +713,7 @@ def _apply(
         # Removals: base rows become tombstones, delta entries are dropped.
         values, owners = removed.get(kind, (np.empty((0, width), np.uint8), np.empty(0, np.int32)))
         if len(values):
-            base_rows, delta_rows = _matching_rows(index, kind, values, int(owners[0]))
+            base_rows, delta_rows = _matching_rows_of_owners(index, kind, values, owners)
             delta.removed[kind] = np.union1d(delta.removed[kind], base_rows).astype(np.int64)
             if kind == "pdq":
                 keep = np.ones(len(delta.pdq_owners), bool)
@@ -769,6 +769,17 @@ def _matching_rows(index: DiskIndex, kind: str, values: NDArray[np.uint8], owner
     _, rows = _found(index, kind, values, owner)
     start = len(index.pdq.segments[0]) if kind == "pdq" else len(index.digests[kind].segments[0])
     return rows[rows < start], rows[rows >= start]
+
+
+def _matching_rows_of_owners(
+    index: DiskIndex, kind: str, values: NDArray[np.uint8], owners: Owners
+) -> tuple[Rows, Rows]:
+    """:func:`_matching_rows` for values of several lists (``owners`` gives each value's list)."""
+    found = [_matching_rows(index, kind, values[owners == o], int(o)) for o in np.unique(owners)]
+    return (
+        np.unique(np.concatenate([f[0] for f in found])).astype(np.int64),
+        np.unique(np.concatenate([f[1] for f in found])).astype(np.int64),
+    )
 
 
 def _list_number(lists: list[IndexedList], name: str, purpose: str | None) -> int:
@@ -856,6 +867,7 @@ def update(store: ListStore, root: Path) -> UpdateReport:
                 by_store_id.pop(item.store_id, None)
                 report.lists_removed.append(item.name)
         added: dict[str, tuple[list[NDArray[np.uint8]], list[Owners]]] = {k: ([], []) for k in KINDS}
+        gone: dict[str, tuple[list[NDArray[np.uint8]], list[Owners]]] = {k: ([], []) for k in KINDS}
         for list_id, (name, purpose, created, last) in states.items():
             number = by_store_id.get(list_id)
             if number is None:
@@ -867,18 +879,21 @@ def update(store: ListStore, root: Path) -> UpdateReport:
                 continue
             for kind in KINDS:
                 width = HEX_LENGTHS[kind] // 2
-                values = store.hash_values_since(
-                    list_id, kind, item.seen_import, min_quality if kind == "pdq" else None
-                )
-                if values:
-                    array = np.frombuffer(values, dtype=np.uint8).reshape(-1, width)
-                    added[kind][0].append(array)
-                    added[kind][1].append(np.full(len(array), number, np.int32))
+                floor = min_quality if kind == "pdq" else None
+                for into, values in (
+                    (added, store.hash_values_since(list_id, kind, item.seen_import, floor)),
+                    (gone, store.withdrawn_since(list_id, kind, item.seen_import)),
+                ):
+                    if values:
+                        array = np.frombuffer(values, dtype=np.uint8).reshape(-1, width)
+                        into[kind][0].append(array)
+                        into[kind][1].append(np.full(len(array), number, np.int32))
             item.seen_import = last
         if lists == index.lists:
             report.seconds = time.perf_counter() - started
             return report
         changes = {k: (np.concatenate(v), np.concatenate(o)) for k, (v, o) in added.items() if v}
-        _apply(index, lists, changes, {}, report)
+        removals = {k: (np.concatenate(v), np.concatenate(o)) for k, (v, o) in gone.items() if v}
+        _apply(index, lists, changes, removals, report)
     report.seconds = time.perf_counter() - started
     return report
