@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Annotated, BinaryIO
@@ -98,6 +98,7 @@ class ReportFormat(StrEnum):
     jsonl = "jsonl"
     csv = "csv"
     vics = "vics"
+    html = "html"
     summary = "summary"
 
 
@@ -705,6 +706,7 @@ def scan_command(
                 bar.update(scanner.stats, scanner.discovered, finding)
                 if report_all or sink.wants_all or _reportable(finding):
                     writer.write(finding)
+            scanner.stats.settings = _settings(ctx, index, options, limits)
             writer.close(scanner.stats)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
@@ -717,6 +719,24 @@ def scan_command(
         store.close()
     _print_summary(scanner)
     raise typer.Exit(scanner.stats.exit_code)
+
+
+def _settings(
+    ctx: typer.Context, index: ListIndex, options: HashOptions, limits: Limits | None
+) -> dict[str, str]:
+    """The scan's parameters as a report keeps them for the record."""
+    given = {k: v for k, v in ctx.params.items() if v is not None}
+    return {
+        "Command": "vakta scan " + " ".join(f"{k}={v}" for k, v in sorted(given.items())),
+        "Lists": ", ".join(n for n in index.list_names if n) or "(none)",
+        "Hashes searched": f"{len(index):,}",
+        "PDQ threshold": str(ctx.params.get("threshold")),
+        "Hashing": ", ".join(f"{k}={v}" for k, v in sorted(asdict(options).items())),
+        "Containers": "not opened"
+        if limits is None
+        else ", ".join(f"{k}={v}" for k, v in asdict(limits).items()),
+        "Ran on": f"Dask cluster {ctx.params['cluster']}" if ctx.params.get("cluster") else "this machine",
+    }
 
 
 def _cluster_runner(address: str | None) -> ClusterRunner | None:

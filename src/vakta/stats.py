@@ -20,6 +20,8 @@ class ScanStats:
     cache_hits: int = 0
     started: float = field(default_factory=time.monotonic)
     elapsed: float = 0.0
+    #: What the scan was asked to do (targets, lists, options), for reports that keep a record.
+    settings: dict[str, str] = field(default_factory=dict)
 
     def add(self, finding: Finding) -> None:
         s = finding.signals
