@@ -72,10 +72,12 @@ class Item:
                 raise ItemChangedError("file was replaced during the scan")
             if hasattr(os, "set_blocking"):
                 os.set_blocking(fd, True)
-            return os.fdopen(fd, "rb", buffering=0)
+            stream = os.fdopen(fd, "rb", buffering=0)
         except BaseException:
             os.close(fd)
             raise
+        stream.name = self.path  # as open(path) names it: a reader finds sibling files (.E02...) by it
+        return stream
 
     def changed_since_listing(self, stream: BinaryIO) -> bool:
         if self.opener is not None or not self.ino:
