@@ -17,10 +17,14 @@ from typing import BinaryIO
 from vakta.containers import Budget, LimitedStream, LimitExceeded, Limits, Member, reader_for
 from vakta.signals.compute import KnownGoodCheck, compute_signals
 from vakta.signals.model import HashOptions, Signals
+from vakta.signals.sniff import content_type
 
 log = logging.getLogger(__name__)
 
 Opener = Callable[[], BinaryIO]
+
+#: Copies of nested containers held in memory at once for one top-level item (see :class:`_Copy`).
+COPY_BYTES = 256 << 20
 
 
 @dataclass(slots=True)
@@ -30,6 +34,8 @@ class Expansion:
     options: HashOptions
     known_good: KnownGoodCheck | None
     budget: Budget
+    #: Bytes of member copies held now, down the chain being opened.
+    copied: int = 0
 
     @classmethod
     def start(cls, options: HashOptions, known_good: KnownGoodCheck | None, limits: Limits) -> Expansion:
@@ -104,9 +110,10 @@ def _hash_member(
         assert member.open is not None
         return LimitedStream(member.open(), member, budget)  # type: ignore[return-value]
 
+    copy = _Copy(COPY_BYTES - expansion.copied)
     try:
         with open_member() as stream:
-            compute_signals(stream, signals, expansion.options, expansion.known_good)
+            compute_signals(copy.tee(stream), signals, expansion.options, expansion.known_good)
     except LimitExceeded as exc:
         _clear_partial(signals)
         signals.errors.append(str(exc))
@@ -120,8 +127,87 @@ def _hash_member(
         return
     if member.size is not None and signals.size is not None and signals.size != member.size:
         signals.errors.append(f"container says {member.size:,} bytes, member has {signals.size:,}")
-    if not signals.skipped:
+    if signals.skipped:
+        return
+    data = copy.data()
+    if data is None:
         _expand(signals, open_member, expansion, ancestors, out)
+        return
+    expansion.copied += len(data)
+    try:
+        _expand(signals, lambda: io.BytesIO(data), expansion, ancestors, out)
+    finally:
+        expansion.copied -= len(data)
+
+
+class _Copy:
+    """A copy of a member that sniffs as a container, taken while it is hashed, to open it from memory.
+
+    Opening a member again means decoding it again: a member of a solid 7z or
+    RAR, or of a .tar.gz, from the start of the archive; a ZIP inside a
+    compressed member, once per seek of its central directory reader.  Copies
+    held down one chain stay within COPY_BYTES; a larger member is opened again.
+    """
+
+    def __init__(self, room: int) -> None:
+        self._room = room
+        self._chunks: list[bytes] | None = None
+        self._size = 0
+        self._first = True
+
+    def tee(self, stream: BinaryIO) -> BinaryIO:
+        return _Tee(stream, self)  # type: ignore[return-value]
+
+    def add(self, chunk: bytes) -> None:
+        if self._first:
+            self._first = False
+            if self._room > 0 and reader_for(content_type(chunk)) is not None:
+                self._chunks = []
+        if self._chunks is not None:
+            self._size += len(chunk)
+            self._chunks.append(chunk)
+            if self._size > self._room:
+                self._chunks = None
+
+    def drop(self) -> None:
+        """The stream was rewound (a large video read twice): the copy would not be the member."""
+        self._first = False
+        self._chunks = None
+
+    def data(self) -> bytes | None:
+        chunks, self._chunks = self._chunks, None
+        return None if chunks is None else b"".join(chunks)
+
+
+class _Tee(io.RawIOBase):
+    """Passes a member's bytes through to the hashers and hands each read to a :class:`_Copy`."""
+
+    def __init__(self, raw: BinaryIO, copy: _Copy) -> None:
+        self._raw = raw
+        self._copy = copy
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._raw.seekable()
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._copy.drop()
+        return self._raw.seek(offset, whence)
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._raw.read(-1 if size is None else size)
+        self._copy.add(data)
+        return data
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _clear_partial(signals: Signals) -> None:
