@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
@@ -26,6 +26,7 @@ from vakta.matching.matcher import Hit, HitFinder, Matcher
 from vakta.matching.search import DigestIndex
 from vakta.signals.compute import compute_signals
 from vakta.signals.model import HashOptions, Signals
+from vakta.signals.sniff import SNIFF_BYTES, content_type
 from vakta.sources import source_for
 from vakta.stats import ScanStats
 
@@ -78,11 +79,49 @@ def hash_tree(
     item: Item, options: HashOptions, known_good: KnownGood | None = None, limits: Limits | None = None
 ) -> list[Signals]:
     """The item's signals, then (unless ``limits`` is None) those of every member inside it."""
+    if limits is not None and known_good is None and item.size >= OVERLAP_CONTAINER_BYTES:
+        kind = _sniffed_type(item)
+        if reader_for(kind) is not None:
+            return _hash_container_overlapped(item, kind, options, limits)
     signals = hash_item(item, options, known_good)
     if limits is None or signals.skipped or signals.md5 is None or reader_for(signals.type) is None:
         return [signals]
     expansion = Expansion.start(options, known_good, limits)
     return [signals, *member_signals(signals, item.open, expansion)]
+
+
+#: A container at least this large is digested on its own thread while its members are hashed.
+OVERLAP_CONTAINER_BYTES = 64 << 20
+
+
+def _sniffed_type(item: Item) -> str | None:
+    try:
+        with item.open() as stream:
+            return content_type(stream.read(SNIFF_BYTES))
+    except OSError:
+        return None  # hash_item reports it
+
+
+def _hash_container_overlapped(
+    item: Item, kind: str | None, options: HashOptions, limits: Limits
+) -> list[Signals]:
+    """A large container (a disk image) digested beside the hashing of its members: one pass less to wait for.
+
+    The container's own digests are known only at the end, so its members'
+    ``parent_md5`` is filled in then; no known-good check is involved (the
+    caller sends known-good scans the plain way).
+    """
+    path, path_b64 = item.display
+    listing = Signals(path=path, path_b64=path_b64, type=kind)
+    with ThreadPoolExecutor(1, thread_name_prefix="vakta-container-digest") as pool:
+        whole = pool.submit(hash_item, item, options)
+        members = member_signals(listing, item.open, Expansion.start(options, None, limits))
+        signals = whole.result()
+    signals.errors += listing.errors
+    for member in members:
+        if len(member.inside) == 1:
+            member.parent_md5 = signals.md5
+    return [signals, *members]
 
 
 #: Signals with the list entries they hit.

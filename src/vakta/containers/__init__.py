@@ -15,6 +15,7 @@ so a zip bomb or an archive that contains itself is an error on that item.
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -59,10 +60,18 @@ class Budget:
     bytes_read: int = 0
     members: int = 0
     deadline: float = field(default=0.0)
+    #: Members are hashed on several threads: their counts go through this lock.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         if not self.deadline:
             self.deadline = time.monotonic() + self.limits.max_seconds
+
+    def add_bytes(self, n: int) -> int:
+        """Count ``n`` more bytes read; the total so far."""
+        with self._lock:
+            self.bytes_read += n
+            return self.bytes_read
 
     def check_time(self) -> None:
         if time.monotonic() > self.deadline:
@@ -71,8 +80,10 @@ class Budget:
             )
 
     def count_member(self) -> None:
-        self.members += 1
-        if self.members > self.limits.max_members:
+        with self._lock:
+            self.members += 1
+            members = self.members
+        if members > self.limits.max_members:
             raise LimitExceeded(
                 f"more than {self.limits.max_members:,} members (--max-members): the rest are not scanned"
             )
@@ -166,11 +177,11 @@ class LimitedStream(io.RawIOBase):
 
     def _account(self, n: int) -> None:
         self._read += n
-        self._budget.bytes_read += n
+        total = self._budget.add_bytes(n)
         limits = self._budget.limits
         if self._read > limits.max_member_bytes:
             raise LimitExceeded(f"member larger than {limits.max_member_bytes:,} bytes (--max-member-size)")
-        if self._budget.bytes_read > limits.max_total_bytes:
+        if total > limits.max_total_bytes:
             raise LimitExceeded(
                 f"container holds more than {limits.max_total_bytes:,} bytes (--max-container-size)"
             )

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import threading
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from vakta.containers import Budget, LimitedStream, LimitExceeded, Limits, Member, reader_for
@@ -34,29 +38,76 @@ class Expansion:
     options: HashOptions
     known_good: KnownGoodCheck | None
     budget: Budget
-    #: Bytes of member copies held now, down the chain being opened.
+    #: Bytes of member copies held now, down the chains being opened.
     copied: int = 0
+    #: Threads hashing the members of the top-level container (1: all in the caller's thread).
+    threads: int = 1
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def start(cls, options: HashOptions, known_good: KnownGoodCheck | None, limits: Limits) -> Expansion:
-        return cls(options, known_good, Budget(limits))
+    def start(
+        cls, options: HashOptions, known_good: KnownGoodCheck | None, limits: Limits, threads: int = 0
+    ) -> Expansion:
+        return cls(options, known_good, Budget(limits), threads=threads or default_threads())
+
+    def reserve(self, n: int) -> int:
+        """Room left for member copies after taking ``n`` bytes of it (``n`` may be negative: a release)."""
+        with self._lock:
+            self.copied += n
+            return COPY_BYTES - self.copied
+
+
+#: Members up to this size are read whole by the listing thread and hashed on the pool.
+PARALLEL_BYTES = 32 << 20
+#: Bytes of such members waiting for or being hashed at once.
+IN_FLIGHT_BYTES = 128 << 20
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def default_threads() -> int:
+    """Member-hashing threads: this machine's cores, at most 4 (hashlib, Pillow and numpy free the GIL)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _member_pool(threads: int) -> ThreadPoolExecutor:
+    """This process's member-hashing threads (started once; anew after a fork)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid():
+            _POOL = (os.getpid(), ThreadPoolExecutor(threads, thread_name_prefix="vakta-member"))
+        return _POOL[1]
 
 
 def member_signals(parent: Signals, open_parent: Opener, expansion: Expansion) -> list[Signals]:
-    """Signals of every member below ``parent`` (not ``parent`` itself); errors land on ``parent``."""
+    """Signals of every member below ``parent`` (not ``parent`` itself); errors land on ``parent``.
+
+    The members of the top-level container are read one after the other (as
+    readers require) and hashed on :func:`default_threads` threads, so a single
+    disk image or archive uses every core; what is nested deeper is hashed in
+    the thread of the member it is inside.  The order is depth-first, as if
+    hashed one by one.
+    """
     out: list[Signals] = []
-    _expand(parent, open_parent, expansion, frozenset(), out)
+    _expand(parent, open_parent, expansion, frozenset(), out, parallel=expansion.threads > 1)
     return out
 
 
 def _expand(
-    parent: Signals, open_parent: Opener, expansion: Expansion, ancestors: frozenset[str], out: list[Signals]
+    parent: Signals,
+    open_parent: Opener,
+    expansion: Expansion,
+    ancestors: frozenset[str],
+    out: list[Signals],
+    parallel: bool = False,
 ) -> None:
     if reader_for(parent.type) is None:
         return
     try:
         with open_parent() as stream:
-            _list_members(parent, _seekable(stream, expansion.options), expansion, ancestors, out)
+            seekable = _seekable(stream, expansion.options)
+            _list_members(parent, seekable, expansion, ancestors, out, parallel)
     except LimitExceeded as exc:
         parent.errors.append(str(exc))
     except OSError as exc:
@@ -64,7 +115,12 @@ def _expand(
 
 
 def _list_members(
-    parent: Signals, stream: BinaryIO, expansion: Expansion, ancestors: frozenset[str], out: list[Signals]
+    parent: Signals,
+    stream: BinaryIO,
+    expansion: Expansion,
+    ancestors: frozenset[str],
+    out: list[Signals],
+    parallel: bool = False,
 ) -> None:
     reader = reader_for(parent.type)
     if reader is None:
@@ -77,10 +133,12 @@ def _list_members(
         parent.errors.append("contains itself (a recursive archive): not opened again")
         return
     inner = ancestors | {parent.sha256 or ""}
+    slots = _Slots(expansion, out) if parallel else None
     try:
         for member in reader.members(stream):
             expansion.budget.count_member()
-            _hash_member(parent, member, expansion, inner, out)
+            if slots is None or not slots.take(parent, member, inner):
+                _hash_member(parent, member, expansion, inner, slots.inline() if slots else out)
     except LimitExceeded as exc:
         parent.errors.append(str(exc))
     except ValueError as exc:
@@ -88,18 +146,111 @@ def _list_members(
     except Exception as exc:  # a reader bug or damaged bytes must cost only this container
         log.exception("%s reader failed on %s", reader.name, parent.location)
         parent.errors.append(f"{reader.name} reader failed: {type(exc).__name__}: {exc}")
+    finally:
+        if slots is not None:
+            slots.finish()
 
 
-def _hash_member(
-    parent: Signals, member: Member, expansion: Expansion, ancestors: frozenset[str], out: list[Signals]
-) -> None:
-    signals = Signals(
+class _Slots:
+    """Members of one container in listing order: hashed inline, or read whole here and hashed on the pool.
+
+    ``out`` receives each member (and what is inside it) in listing order once
+    the members before it are done; at most :data:`IN_FLIGHT_BYTES` of read
+    members wait, so memory stays bounded whatever the container holds.
+    """
+
+    def __init__(self, expansion: Expansion, out: list[Signals]) -> None:
+        self._expansion = expansion
+        self._out = out
+        self._pool = _member_pool(expansion.threads)
+        self._queue: deque[Future[list[Signals]] | list[Signals]] = deque()
+        self._sizes: deque[int] = deque()
+        self._bytes = 0
+
+    def inline(self) -> list[Signals]:
+        """A slot for a member hashed in this thread (large, or unreadable)."""
+        slot: list[Signals] = []
+        self._queue.append(slot)
+        self._sizes.append(0)
+        return slot
+
+    def take(self, parent: Signals, member: Member, ancestors: frozenset[str]) -> bool:
+        """Read a small member whole and queue its hashing; False if it is to be hashed inline."""
+        if member.error or member.open is None or (member.size is not None and member.size > PARALLEL_BYTES):
+            return False
+        try:
+            with LimitedStream(member.open(), member, self._expansion.budget) as stream:
+                data = _read_up_to(stream, PARALLEL_BYTES + 1)
+        except (LimitExceeded, OSError, ValueError, EOFError):
+            return False  # hashed inline, where the failure becomes the member's error
+        if len(data) > PARALLEL_BYTES:
+            return False  # larger than it said: hashed inline, reading it again
+        while self._queue and (self._bytes + len(data) > IN_FLIGHT_BYTES or len(self._queue) > 64):
+            self._emit_first()
+        future = self._pool.submit(_hash_read_member, parent, member, data, self._expansion, ancestors)
+        self._queue.append(future)
+        self._sizes.append(len(data))
+        self._bytes += len(data)
+        return True
+
+    def _emit_first(self) -> None:
+        slot = self._queue.popleft()
+        self._bytes -= self._sizes.popleft()
+        self._out.extend(slot if isinstance(slot, list) else slot.result())
+
+    def finish(self) -> None:
+        while self._queue:
+            self._emit_first()
+
+
+def _read_up_to(stream: BinaryIO | LimitedStream, limit: int) -> bytes:
+    """Up to ``limit`` bytes: a raw stream may return less than asked before its end."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = stream.read(min(limit - size, 8 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _hash_read_member(
+    parent: Signals, member: Member, data: bytes, expansion: Expansion, ancestors: frozenset[str]
+) -> list[Signals]:
+    """On a pool thread: a member already read whole, and everything inside it."""
+    out: list[Signals] = []
+    try:
+        _hash_member(parent, member, expansion, ancestors, out, data)
+    except Exception as exc:  # never lose the member: the failure is its error
+        log.exception("hashing %s failed", member.name)
+        if not out:
+            out.append(_member_signals(parent, member))
+        out[0].errors.append(f"hashing failed: {type(exc).__name__}: {exc}")
+    return out
+
+
+def _member_signals(parent: Signals, member: Member) -> Signals:
+    return Signals(
         path=parent.path,
         path_b64=parent.path_b64,
         inside=[*parent.inside, member.name],
         deleted=member.deleted,
         parent_md5=parent.md5,
     )
+
+
+def _hash_member(
+    parent: Signals,
+    member: Member,
+    expansion: Expansion,
+    ancestors: frozenset[str],
+    out: list[Signals],
+    data: bytes | None = None,
+) -> None:
+    """Hash one member (read from its stream, or ``data`` when already read) and what is inside it."""
+    signals = _member_signals(parent, member)
     out.append(signals)
     if member.error or member.open is None:
         signals.errors.append(member.error or "member cannot be read")
@@ -107,10 +258,12 @@ def _hash_member(
     budget = expansion.budget
 
     def open_member() -> BinaryIO:
+        if data is not None:
+            return io.BytesIO(data)
         assert member.open is not None
         return LimitedStream(member.open(), member, budget)  # type: ignore[return-value]
 
-    copy = _Copy(COPY_BYTES - expansion.copied)
+    copy = _Copy(0 if data is not None else expansion.reserve(0))
     try:
         with open_member() as stream:
             compute_signals(copy.tee(stream), signals, expansion.options, expansion.known_good)
@@ -129,15 +282,18 @@ def _hash_member(
         signals.errors.append(f"container says {member.size:,} bytes, member has {signals.size:,}")
     if signals.skipped:
         return
-    data = copy.data()
-    if data is None:
+    if data is not None:  # already in memory: open it from there
         _expand(signals, open_member, expansion, ancestors, out)
         return
-    expansion.copied += len(data)
+    copied = copy.data()
+    if copied is None:
+        _expand(signals, open_member, expansion, ancestors, out)
+        return
+    expansion.reserve(len(copied))
     try:
-        _expand(signals, lambda: io.BytesIO(data), expansion, ancestors, out)
+        _expand(signals, lambda: io.BytesIO(copied), expansion, ancestors, out)
     finally:
-        expansion.copied -= len(data)
+        expansion.reserve(-len(copied))
 
 
 class _Copy:
