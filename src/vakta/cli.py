@@ -36,8 +36,11 @@ from vakta.matching.index import ListIndex, store_digests
 from vakta.matching.matcher import Matcher
 from vakta.matching.search import DEFAULT_THRESHOLD
 from vakta.matching.videos import DEFAULT_SHARE, VideoRule
+from vakta.notify import send_test_alert
+from vakta.notify.dispatch import Dispatcher
 from vakta.pipeline import KnownGood, Scanner, default_workers, hash_tree
 from vakta.progress import ScanProgress
+from vakta.server.cli import server_app
 from vakta.signals.kinds import HEX_LENGTHS, InvalidHashError, parse_query
 from vakta.signals.model import HashOptions, Signals
 from vakta.sinks import sinks
@@ -59,6 +62,7 @@ index_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(index_app, name="index")
+app.add_typer(server_app, name="server")
 
 #: Shown (at most) per import; the rest are counted.
 MAX_ISSUES_SHOWN = 20
@@ -662,6 +666,15 @@ def scan_command(
             "to start one here. Workers must reach the files and the index (docs/cluster.md).",
         ),
     ] = None,
+    alert: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--alert",
+            metavar="URL",
+            help="Send each match as it is found (repeatable): syslog+udp|tcp|tls://host, "
+            "https://host/path?secret-env=VAR, smtp(s)://host?to=ADDR (docs/alerts.md).",
+        ),
+    ] = None,
 ) -> None:
     """Scan files, and what is inside archives and disk images, for matches with the hash lists.
 
@@ -670,6 +683,12 @@ def scan_command(
     limits = _limits(
         containers, max_depth, max_member_size, max_container_size, max_members, max_item_seconds
     )
+    try:
+        alerts = Dispatcher(alert or [], lambda line: err.print(line, markup=False))
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if alert:  # reports keep the settings: alert URLs as shown, never a webhook's token path
+        ctx.params["alert"] = [c.notifier.display for c in alerts.channels]
     home = _state(ctx).home
     store = _open_store(ctx)
     detect_lists, ignore_lists = _select_lists(store, lists)
@@ -704,6 +723,7 @@ def scan_command(
             writer = sink.open(out)
             for finding in scanner.scan(paths):
                 bar.update(scanner.stats, scanner.discovered, finding)
+                alerts.finding(finding)
                 if report_all or sink.wants_all or _reportable(finding):
                     writer.write(finding)
             scanner.stats.settings = _settings(ctx, index, options, limits)
@@ -717,6 +737,7 @@ def scan_command(
         if runner is not None:
             runner.close()
         store.close()
+        alerts.close()
     _print_summary(scanner)
     raise typer.Exit(scanner.stats.exit_code)
 
@@ -930,6 +951,18 @@ def selftest_command() -> None:
     passed = all(results.values())
     err.print("[green]selftest passed[/green]" if passed else "[red]selftest failed[/red]")
     raise typer.Exit(0 if passed else 1)
+
+
+@app.command("alert-test")
+def alert_test_command(
+    urls: Annotated[list[str], typer.Argument(metavar="URL...", help="Notifier URLs, as for scan --alert.")],
+) -> None:
+    """Send the test-signature alert to each notifier now, to prove a SIEM, webhook or mail set-up works."""
+    failed = False
+    for display, error in send_test_alert(urls):
+        failed |= error is not None
+        err.print(f"error: {error}" if error else f"sent the test alert to {display}", markup=False)
+    raise typer.Exit(2 if failed else 0)
 
 
 def main() -> None:

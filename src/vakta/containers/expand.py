@@ -58,9 +58,9 @@ class Expansion:
 
 
 #: Members up to this size are read whole by the listing thread and hashed on the pool.
-PARALLEL_BYTES = 32 << 20
+PARALLEL_BYTES = 96 << 20
 #: Bytes of such members waiting for or being hashed at once.
-IN_FLIGHT_BYTES = 128 << 20
+IN_FLIGHT_BYTES = 256 << 20
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
 _POOL_LOCK = threading.Lock()

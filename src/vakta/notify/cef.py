@@ -1,0 +1,151 @@
+"""ArcSight Common Event Format (CEF 0) for alerts: formatting only, no I/O.
+
+Every value an alert carries can come from a hostile file system (a path, a
+member name inside an archive) or a list (category, entry id), so escaping is
+what keeps a value from forging a field or a syslog line: header fields escape
+``\\`` and ``|``; extension values escape ``\\``, ``=`` and line breaks; every
+other control character becomes U+FFFD.  Values are cut to the lengths the CEF
+specification gives its fields, so one long path cannot make an oversized
+datagram.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from vakta import __version__
+from vakta.notify import Alert
+
+VENDOR = "Vakta"
+PRODUCT = "Vakta"
+#: Device Event Class IDs and names.
+EVENT_MATCH = "match"
+EVENT_TEST = "test-signature"
+NAME_MATCH = "Known material matched a hash list"
+NAME_TEST = "Test signature matched (harmless built-in test file)"
+SEVERITY_MATCH = 10
+SEVERITY_TEST = 1
+
+#: Maximum lengths (characters) from the CEF specification's field table.
+LIMITS = {
+    "dvchost": 100,
+    "suser": 1023,
+    "filePath": 1023,
+    "fname": 1023,
+    "fileType": 1023,
+    "fileHash": 255,
+    "msg": 1023,
+    "externalId": 40,
+    "cat": 1023,
+    "flexString1": 1023,
+    "flexString2": 1023,
+}
+#: cs1..cs6 hold up to 4000 characters.
+CUSTOM_LIMIT = 4000
+HEADER_LIMIT = 512
+
+#: Custom fields: label and what the alert gives them (joined per match where there are several).
+CUSTOM_LABELS = {
+    "cs1": "list",
+    "cs2": "category",
+    "cs3": "entryId",
+    "cs4": "md5",
+    "cs5": "sha1",
+    "cs6": "storage",
+    "flexString1": "pdq",
+    "flexString2": "signal",
+    "cn1": "distance",
+}
+_REPLACEMENT = "\ufffd"
+
+
+def _clean(text: str) -> str:
+    """Control characters but line breaks, lone surrogates and Unicode line/paragraph separators become U+FFFD."""
+    return "".join(
+        _REPLACEMENT if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") and c not in "\r\n" else c
+        for c in text
+    )
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def escape_header(text: str) -> str:
+    """A header field: ``\\`` and ``|`` escaped; line breaks and controls cannot appear in a header."""
+    text = _cut(_clean(text), HEADER_LIMIT).replace("\r", _REPLACEMENT).replace("\n", _REPLACEMENT)
+    return text.replace("\\", "\\\\").replace("|", "\\|")
+
+
+def escape_value(text: str, limit: int = CUSTOM_LIMIT) -> str:
+    """An extension value: ``\\``, ``=`` escaped, CR and LF written as ``\\r`` and ``\\n``."""
+    text = _cut(_clean(text), limit)
+    return text.replace("\\", "\\\\").replace("=", "\\=").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _joined(values: list[str | None]) -> str:
+    return ", ".join(v if v else "-" for v in values)
+
+
+def _message(alert: Alert) -> str:
+    count = len(alert.entries())
+    parts = [f"file matched {count} hash-list entr{'y' if count == 1 else 'ies'}"]
+    if alert.inside:
+        parts.append(f"inside {alert.path}")
+    if alert.deleted:
+        parts.append("deleted file")
+    if alert.test:
+        parts.append("TEST SIGNATURE, not real material")
+    return "; ".join(parts)
+
+
+def extension(alert: Alert) -> list[tuple[str, str]]:
+    """The extension's (key, raw value) pairs, in order; empty values are left out."""
+    m = alert.matches
+    entries = list(alert.entries())
+    pairs: list[tuple[str, str | None]] = [
+        ("rt", str(int(alert.time.timestamp() * 1000))),
+        ("dvchost", alert.host),
+        ("suser", alert.user),
+        ("cat", "test" if alert.test else "match"),
+        ("externalId", alert.id),
+        ("msg", _message(alert)),
+        ("filePath", alert.location),
+        ("fname", alert.name),
+        ("fsize", None if alert.size is None else str(alert.size)),
+        ("fileType", alert.type),
+        ("fileHash", alert.sha256),
+        ("cs1", _joined([list_name for list_name, _, _ in entries])),
+        ("cs2", _joined([category for _, _, category in entries])),
+        ("cs3", _joined([entry_id for _, entry_id, _ in entries])),
+        ("cs4", alert.md5),
+        ("cs5", alert.sha1),
+        ("cs6", alert.storage),
+        ("flexString1", alert.pdq),
+        ("flexString2", ", ".join(dict.fromkeys(f"{x.signal}:{x.distance}" for x in m))),
+        ("cn1", str(min(x.distance for x in m)) if m else None),
+    ]
+    out: list[tuple[str, str]] = []
+    for key, value in pairs:
+        if value is None or value == "":
+            continue
+        if key in CUSTOM_LABELS:
+            out.append((f"{key}Label", CUSTOM_LABELS[key]))
+        out.append((key, value))
+    return out
+
+
+def format_event(alert: Alert) -> str:
+    """One CEF line (no line break in it, whatever the alert holds)."""
+    test = alert.test
+    header = [
+        "CEF:0",
+        escape_header(VENDOR),
+        escape_header(PRODUCT),
+        escape_header(__version__),
+        escape_header(EVENT_TEST if test else EVENT_MATCH),
+        escape_header(NAME_TEST if test else NAME_MATCH),
+        str(SEVERITY_TEST if test else SEVERITY_MATCH),
+    ]
+    ext = " ".join(f"{k}={escape_value(v, LIMITS.get(k, CUSTOM_LIMIT))}" for k, v in extension(alert))
+    return "|".join(header) + "|" + ext

@@ -1,0 +1,16 @@
+"""The versioned HTTP API (``/api/v1``): one router per resource."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from vakta.server.api import admin, agents, alerts, incidents, sessions, stats
+
+PREFIX = "/api/v1"
+
+
+def router() -> APIRouter:
+    api = APIRouter(prefix=PREFIX)
+    for module in (agents, alerts, incidents, stats, sessions, admin):
+        api.include_router(module.router)
+    return api

@@ -1,0 +1,256 @@
+"""``vakta server ...``: run the console, create the first admin, make tokens, verify the audit log.
+
+Only typer is imported here; FastAPI, SQLAlchemy and uvicorn load inside the
+commands, so ``vakta --help`` and scans stay fast and work without the
+``server`` extra.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from vakta.home import resolve_home
+
+if TYPE_CHECKING:
+    from vakta.server.db import Database
+
+log = logging.getLogger(__name__)
+
+server_app = typer.Typer(
+    help="The console server agents report to (install with the 'server' extra).", no_args_is_help=True
+)
+token_app = typer.Typer(
+    help="Bearer tokens for scripts and one-time agent enrolment tokens.", no_args_is_help=True
+)
+server_app.add_typer(token_app, name="token")
+
+DEFAULT_LISTEN = "127.0.0.1:8470"
+CLI_ACTOR = "cli"
+
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        envvar="VAKTA_SERVER_DATABASE",
+        help="sqlite:///FILE or postgresql://user:pass@host/db (default: SQLite under the Vakta home).",
+        show_envvar=True,
+    ),
+]
+
+
+class TokenRole(StrEnum):
+    agent_enrolment = "agent-enrolment"
+    analyst = "analyst"
+    auditor = "auditor"
+    admin = "admin"
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _home(ctx: typer.Context) -> Path:
+    home = getattr(ctx.find_root().obj, "home", None)
+    return home if isinstance(home, Path) else resolve_home(None)
+
+
+def database_url(ctx: typer.Context, url: str | None) -> str:
+    if url:
+        return url
+    from vakta.server.db import default_url
+
+    return default_url(_home(ctx))
+
+
+@contextmanager
+def _opened(ctx: typer.Context, url: str | None) -> Iterator[Database]:
+    """The database, migrated; any database failure is a one-line error and exit 2."""
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from vakta.server.db import Database, DatabaseError
+    except ImportError as exc:
+        raise _fail(f"the server needs its extra: pip install 'vakta[server]' ({exc.name} missing)") from None
+    db = None
+    try:
+        db = Database(database_url(ctx, url))
+        db.migrate()
+        yield db
+    except (SQLAlchemyError, DatabaseError) as exc:
+        raise _fail(f"database: {exc}") from None
+    finally:
+        if db is not None:
+            db.dispose()
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (all interfaces)."""
+    match = re.fullmatch(r"\[?(?P<host>[^\[\]]*?)\]?:(?P<port>\d{1,5})", text.strip())
+    if not match or not 0 <= int(match["port"]) <= 65535:
+        raise typer.BadParameter(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8470, [::1]:8470, :8470)")
+    return match["host"] or "0.0.0.0", int(match["port"])
+
+
+@server_app.command("run")
+def run_command(
+    ctx: typer.Context,
+    listen: Annotated[str, typer.Option("--listen", help="Address and port to serve on.")] = DEFAULT_LISTEN,
+    database: DatabaseOpt = None,
+    offline_after: Annotated[
+        int,
+        typer.Option(
+            "--offline-after", min=10, help="Seconds without a heartbeat before an agent is offline."
+        ),
+    ] = 900,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="Serve HTTPS with this certificate.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="The certificate's private key.")] = None,
+) -> None:
+    """Serve the console API (schema migrations are applied first)."""
+    host, port = parse_listen(listen)
+    if (tls_cert is None) != (tls_key is None):
+        raise _fail("--tls-cert and --tls-key go together")
+    with _opened(ctx, database) as db:
+        import uvicorn
+
+        from vakta.server.app import create_app
+        from vakta.server.settings import Settings
+
+        settings = Settings(
+            database_url=database_url(ctx, database), offline_after=timedelta(seconds=offline_after)
+        )
+        app = create_app(settings, db)
+        log.info("console on %s:%d, database %s", host, port, db.url.render_as_string(hide_password=True))
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            ssl_certfile=str(tls_cert) if tls_cert else None,
+            ssl_keyfile=str(tls_key) if tls_key else None,
+            proxy_headers=True,
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+
+
+@server_app.command("create-admin")
+def create_admin_command(
+    ctx: typer.Context,
+    username: Annotated[str | None, typer.Option("--username", help="Asked for when not given.")] = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option("--password-file", help="Read the password from this file's first line ('-': stdin)."),
+    ] = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """Create an administrator (the first one, or another)."""
+    name = username or typer.prompt("Username", default="admin")
+    password = _read_password(password_file)
+    with _opened(ctx, database) as db:
+        from vakta.server.accounts import AccountError, create_user
+        from vakta.server.models import Role
+
+        try:
+            with db.write() as session:
+                create_user(session, name, password, Role.ADMIN, CLI_ACTOR)
+        except AccountError as exc:
+            raise _fail(str(exc), 1) from None
+    typer.echo(f"administrator {name!r} created", err=True)
+
+
+def _read_password(path: Path | None) -> str:
+    if path is None:
+        return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"cannot read {path}: {exc.strerror or exc}") from None
+    lines = text.splitlines()
+    return lines[0] if lines else ""
+
+
+@token_app.command("create")
+def token_create_command(
+    ctx: typer.Context,
+    role: Annotated[
+        TokenRole, typer.Option("--role", help="agent-enrolment: one agent may enrol with it, once.")
+    ],
+    name: Annotated[
+        str, typer.Option("--name", help="What the token is for (shown in lists and the audit log).")
+    ] = "",
+    expires_hours: Annotated[
+        float | None, typer.Option("--expires-hours", min=0.01, help="Stop working after this many hours.")
+    ] = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """Print a new token (only its hash is kept: it cannot be shown again)."""
+    with _opened(ctx, database) as db:
+        from vakta.server.accounts import create_token
+        from vakta.server.models import Role, utcnow
+
+        expires = utcnow() + timedelta(hours=expires_hours) if expires_hours else None
+        with db.write() as session:
+            row, secret = create_token(session, Role(role.value), name[:128], CLI_ACTOR, expires)
+    kind = "one-time enrolment token" if role == TokenRole.agent_enrolment else f"{role.value} bearer token"
+    typer.echo(
+        f"token {row.id}: {kind}" + (f", expires {expires:%Y-%m-%d %H:%M} UTC" if expires else ""), err=True
+    )
+    typer.echo(secret)
+
+
+@token_app.command("list")
+def token_list_command(ctx: typer.Context, database: DatabaseOpt = None) -> None:
+    """Tokens (never their secrets): id, role, name, state."""
+    with _opened(ctx, database) as db:
+        from sqlalchemy import select
+
+        from vakta.server.auth import token_usable
+        from vakta.server.models import ApiToken
+
+        with db.read() as session:
+            for row in session.execute(select(ApiToken).order_by(ApiToken.id)).scalars():
+                state = "used" if row.used_at else "active" if token_usable(row) else "revoked/expired"
+                typer.echo(f"{row.id}\t{row.role}\t{state}\t{row.name}")
+
+
+@token_app.command("revoke")
+def token_revoke_command(
+    ctx: typer.Context,
+    token_id: Annotated[int, typer.Argument(help="The token's id.")],
+    database: DatabaseOpt = None,
+) -> None:
+    """Stop a token from working."""
+    with _opened(ctx, database) as db:
+        from vakta.server.accounts import revoke_token
+
+        with db.write() as session:
+            row = revoke_token(session, token_id, CLI_ACTOR)
+    if row is None:
+        raise _fail(f"no token {token_id}", 1)
+    typer.echo(f"token {token_id} revoked", err=True)
+
+
+@server_app.command("verify-audit")
+def verify_audit_command(ctx: typer.Context, database: DatabaseOpt = None) -> None:
+    """Check the audit chain: exit 1 naming the first edited or deleted entry, else 0."""
+    with _opened(ctx, database) as db:
+        from vakta.server.audit import verify
+
+        with db.read() as session:
+            verdict = verify(session)
+    if verdict.problem:
+        typer.echo(f"audit log NOT intact: {verdict.problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"audit log intact: {verdict.entries} entries, head {verdict.head}")

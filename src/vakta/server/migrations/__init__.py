@@ -1,0 +1,1 @@
+"""Alembic migrations of the console's schema, applied by ``Database.migrate`` at start."""

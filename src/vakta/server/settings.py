@@ -1,0 +1,21 @@
+"""The server's settings: where its database is and the few knobs an operator turns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+#: An agent silent for longer than this is shown offline (agents send a heartbeat every few minutes).
+DEFAULT_OFFLINE_AFTER = timedelta(minutes=15)
+#: A browser session ends this long after login, whatever its use.
+DEFAULT_SESSION_LIFETIME = timedelta(hours=12)
+#: Larger request bodies are refused before they are read (a batch of alerts is far smaller).
+DEFAULT_MAX_BODY = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    offline_after: timedelta = DEFAULT_OFFLINE_AFTER
+    session_lifetime: timedelta = DEFAULT_SESSION_LIFETIME
+    max_body_bytes: int = DEFAULT_MAX_BODY

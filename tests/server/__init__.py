@@ -1,0 +1,1 @@
+"""Tests of the console server (vakta server): API, authorisation, audit, durability."""

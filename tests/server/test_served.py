@@ -1,0 +1,199 @@
+"""A real ``vakta server run`` on loopback: the CLI contract, restarts, concurrent batches, ``kill -9`` mid-ingestion."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import PASSWORD, Served, alert
+
+BATCH = 20
+
+
+def _enrol(served: Served, hostname: str) -> str:
+    with served.client(served.token("agent-enrolment")) as client:
+        response = client.post("/api/v1/agents/enrol", json={"hostname": hostname, "os": "linux"})
+    assert response.status_code == 201, response.text
+    secret: str = response.json()["secret"]
+    return secret
+
+
+def _all_alerts(served: Served, token: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    with served.client(token) as client:
+        while True:
+            page = client.get("/api/v1/alerts", params={"limit": 1000, "offset": len(out)})
+            assert page.status_code == 200, page.text
+            out += page.json()
+            if len(page.json()) < 1000:
+                return out
+
+
+def test_cli_contract_login_enrol_report_and_restart_keeps_everything(served: Served, tmp_path: Path) -> None:
+    password_file = tmp_path / "pw"
+    password_file.write_text(PASSWORD + "\n")
+    made = served.cli("create-admin", "--username", "root", "--password-file", str(password_file))
+    assert made.returncode == 0, made.stderr
+    again = served.cli("create-admin", "--username", "root", "--password-file", str(password_file))
+    assert again.returncode == 1 and "exists already" in again.stderr
+    password_file.write_text("short\n")
+    weak = served.cli("create-admin", "--username", "other", "--password-file", str(password_file))
+    assert weak.returncode == 1 and "at least 12 characters" in weak.stderr
+
+    enrolment = served.token("agent-enrolment")
+    assert enrolment.startswith("vke_") and len(enrolment) > 40
+    with served.client(enrolment) as client:
+        body = {"hostname": "laptop-1", "os": "linux"}
+        enrolled = client.post("/api/v1/agents/enrol", json=body)
+        assert enrolled.status_code == 201
+        assert client.post("/api/v1/agents/enrol", json=body).status_code == 401  # one-time
+    secret = enrolled.json()["secret"]
+    with served.client(secret) as agent:
+        assert (
+            agent.post("/api/v1/agents/heartbeat", json={"version": "0.1.0", "queue_length": 0}).status_code
+            == 200
+        )
+        result = agent.post("/api/v1/alerts", json={"alerts": [alert("e2e-1"), alert("e2e-2", test=True)]})
+        assert result.status_code == 200 and result.json()["new"] == 2
+        assert agent.get("/api/v1/incidents").status_code == 403
+
+    with httpx.Client(base_url=served.base_url) as browser:
+        login = browser.post("/api/v1/session", json={"username": "root", "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        incidents = browser.get("/api/v1/incidents").json()
+        real = next(i for i in incidents if not i["test"])
+        csrf = {"X-CSRF-Token": login.json()["csrf_token"]}
+        moved = browser.patch(f"/api/v1/incidents/{real['id']}", json={"state": "triage"}, headers=csrf)
+        assert moved.status_code == 200
+
+    served.stop()
+    served.start()
+
+    with served.client(secret) as agent:  # the agent's secret survives a restart
+        retry = agent.post("/api/v1/alerts", json={"alerts": [alert("e2e-1")]})
+        assert retry.json()["new"] == 0
+    auditor = served.token("auditor")
+    with served.client(auditor) as client:
+        incidents = {i["id"]: i for i in client.get("/api/v1/incidents").json()}
+        assert incidents[real["id"]]["state"] == "triage"
+        assert sorted(i["test"] for i in incidents.values()) == [False, True]
+        assert client.get("/api/v1/agents").json()[0]["hostname"] == "laptop-1"
+    verified = served.cli("verify-audit")
+    assert verified.returncode == 0, verified.stderr
+    assert "audit log intact" in verified.stdout
+
+
+def _post_batches(
+    served: Served,
+    secret: str,
+    batches: list[list[dict[str, Any]]],
+    results: list[Any],
+    stop: threading.Event,
+) -> None:
+    with served.client(secret) as client:
+        for batch in batches:
+            if stop.is_set():
+                return
+            try:
+                response = client.post("/api/v1/alerts", json={"alerts": batch})
+            except httpx.TransportError:
+                return  # the server went away: this batch is not acknowledged
+            if response.status_code == 200:
+                results.append(response.json())
+
+
+def test_concurrent_and_doubled_batches_lose_nothing_and_duplicate_nothing(served: Served) -> None:
+    agents = [_enrol(served, f"host-{n}") for n in range(4)]
+    plans = {
+        secret: [[alert(user=f"u{i % 3}") for i in range(BATCH)] for _ in range(15)] for secret in agents
+    }
+    results: dict[str, list[Any]] = {secret: [] for secret in agents}
+    stop = threading.Event()
+    threads = [  # every agent's batches twice, at the same time: retries racing the first try
+        threading.Thread(target=_post_batches, args=(served, secret, plans[secret], results[secret], stop))
+        for secret in agents
+        for _ in range(2)
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    elapsed = time.monotonic() - started
+
+    sent = {a["idempotency_key"] for plan in plans.values() for batch in plan for a in batch}
+    for secret in agents:
+        replies = results[secret]
+        assert len(replies) == 2 * len(plans[secret])  # every batch acknowledged, twice
+        outcomes = [r for reply in replies for r in reply["results"]]
+        new_keys = [r["idempotency_key"] for r in outcomes if r["new"]]
+        assert len(new_keys) == len(set(new_keys)) == len(plans[secret]) * BATCH  # each key new exactly once
+    stored = _all_alerts(served, served.token("auditor"))
+    assert len(stored) == len(sent) == 4 * 15 * BATCH
+    assert {a["idempotency_key"] for a in stored} == sent
+    print(f"{2 * len(sent)} alerts in {elapsed:.1f} s: {2 * len(sent) / elapsed:.0f} alerts/s with doubles")
+
+
+@pytest.fixture
+def ingestion(served: Served) -> Iterator[tuple[Served, list[str], dict[str, list[list[dict[str, Any]]]]]]:
+    agents = [_enrol(served, f"host-{n}") for n in range(4)]
+    plans = {secret: [[alert() for _ in range(BATCH)] for _ in range(60)] for secret in agents}
+    yield served, agents, plans
+
+
+def test_kill_9_during_ingestion_loses_no_acknowledged_alert(
+    ingestion: tuple[Served, list[str], dict[str, list[list[dict[str, Any]]]]],
+) -> None:
+    served, agents, plans = ingestion
+    auditor = served.token("auditor")
+    results: dict[str, list[Any]] = {secret: [] for secret in agents}
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=_post_batches, args=(served, secret, plans[secret], results[secret], stop))
+        for secret in agents
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while sum(len(r) for r in results.values()) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    served.kill()  # mid-stream: requests in flight are cut off
+    stop.set()
+    for thread in threads:
+        thread.join(60)
+    acknowledged = {
+        r["idempotency_key"] for replies in results.values() for reply in replies for r in reply["results"]
+    }
+    total = sum(len(plan) for plan in plans.values()) * BATCH
+    assert 20 * BATCH <= len(acknowledged) < total  # the kill came during ingestion
+
+    served.start()
+    stored = {a["idempotency_key"] for a in _all_alerts(served, auditor)}
+    assert acknowledged <= stored, f"{len(acknowledged - stored)} acknowledged alerts lost"
+
+    # The agents retry everything they hold: every alert ends up stored exactly once.
+    stop.clear()
+    retry_results: dict[str, list[Any]] = {secret: [] for secret in agents}
+    retries = [
+        threading.Thread(
+            target=_post_batches, args=(served, secret, plans[secret], retry_results[secret], stop)
+        )
+        for secret in agents
+    ]
+    for thread in retries:
+        thread.start()
+    for thread in retries:
+        thread.join(120)
+    assert sum(len(r) for r in retry_results.values()) == sum(len(plan) for plan in plans.values())
+    final = _all_alerts(served, auditor)
+    sent = {a["idempotency_key"] for plan in plans.values() for batch in plan for a in batch}
+    assert len(final) == len(sent) == total
+    assert {a["idempotency_key"] for a in final} == sent
+    verified = served.cli("verify-audit")
+    assert verified.returncode == 0, verified.stderr
