@@ -82,6 +82,7 @@ def vakta_build(folder: Path, layout: str | None) -> dict[str, Any]:
     started = time.perf_counter()
     index = write_index(folder / "vakta", lists, (pdq, owners), {"md5": (md5, owners)}, layout=chosen)
     seconds = time.perf_counter() - started
+    os.sync()  # written pages reach the disk now, not during the query phase that follows
     files = sum(p.stat().st_size for p in (folder / "vakta" / index.base).iterdir())
     pdq_files = sum(p.stat().st_size for p in (folder / "vakta" / index.base).glob("pdq-*"))
     return {
