@@ -142,7 +142,31 @@ def reader_for(content_type: str | None) -> ContainerReader | None:
     return None
 
 
-class LimitedStream(io.RawIOBase):
+class MemberStream(io.RawIOBase):
+    """Base of the readers' member streams: a position, and ``readinto`` made from ``read``.
+
+    Subclasses define ``read`` (and ``seek`` where they can); Python's buffered
+    readers, zipfile and tarfile call ``readinto``.
+    """
+
+    _pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class LimitedStream(MemberStream):
     """A member's stream that stops at the size, bomb, byte-budget and time limits."""
 
     def __init__(self, raw: BinaryIO, member: Member, budget: Budget) -> None:
@@ -150,9 +174,6 @@ class LimitedStream(io.RawIOBase):
         self._member = member
         self._budget = budget
         self._read = 0
-
-    def readable(self) -> bool:
-        return True
 
     def seekable(self) -> bool:
         return self._raw.seekable()
@@ -162,13 +183,6 @@ class LimitedStream(io.RawIOBase):
 
     def tell(self) -> int:
         return self._raw.tell()
-
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        data = self._raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self._account(n)
-        return n
 
     def read(self, size: int = -1) -> bytes:
         data = self._raw.read(size)

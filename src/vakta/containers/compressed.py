@@ -23,7 +23,7 @@ from typing import BinaryIO, Protocol, TypeVar
 
 import zstandard
 
-from vakta.containers import Member
+from vakta.containers import Member, MemberStream
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,7 +59,7 @@ class Decoder(Protocol):
     def close(self) -> None: ...
 
 
-class DecodedStream(io.RawIOBase):
+class DecodedStream(MemberStream):
     """A member's bytes as a library decodes them, with the library's failures as ValueError.
 
     Damaged or truncated data is an error the expansion driver reports on the
@@ -76,20 +76,6 @@ class DecodedStream(io.RawIOBase):
         self._decoder = self._decoding(open_decoder)
         self._pos = 0
         self._ended = False
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        data = self._read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:

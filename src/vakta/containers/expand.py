@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from vakta.containers import Budget, LimitedStream, LimitExceeded, Limits, Member, reader_for
+from vakta.containers import Budget, LimitedStream, LimitExceeded, Limits, Member, MemberStream, reader_for
 from vakta.signals.compute import KnownGoodCheck, compute_signals
 from vakta.signals.model import HashOptions, Signals
 from vakta.signals.sniff import content_type
@@ -335,15 +335,12 @@ class _Copy:
         return None if chunks is None else b"".join(chunks)
 
 
-class _Tee(io.RawIOBase):
+class _Tee(MemberStream):
     """Passes a member's bytes through to the hashers and hands each read to a :class:`_Copy`."""
 
     def __init__(self, raw: BinaryIO, copy: _Copy) -> None:
         self._raw = raw
         self._copy = copy
-
-    def readable(self) -> bool:
-        return True
 
     def seekable(self) -> bool:
         return self._raw.seekable()
@@ -359,11 +356,6 @@ class _Tee(io.RawIOBase):
         data = self._raw.read(-1 if size is None else size)
         self._copy.add(data)
         return data
-
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 def _clear_partial(signals: Signals) -> None:

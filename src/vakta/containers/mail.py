@@ -34,7 +34,7 @@ from email.policy import EmailPolicy
 from functools import partial
 from typing import Any, BinaryIO, cast
 
-from vakta.containers import Member
+from vakta.containers import Member, MemberStream
 from vakta.signals.sniff import MBOX_FROM_LINE, MBOX_TYPE, MESSAGE_TYPE
 
 log = logging.getLogger(__name__)
@@ -313,7 +313,7 @@ def _read_at(stream: BinaryIO, offset: int, size: int) -> bytes:
     return b"".join(parts)
 
 
-class Slice(io.RawIOBase):
+class Slice(MemberStream):
     """Bytes ``start`` to ``end`` of a stream shared with others: every read seeks first."""
 
     def __init__(self, stream: BinaryIO, start: int, end: int) -> None:
@@ -322,24 +322,10 @@ class Slice(io.RawIOBase):
         self._end = end
         self._pos = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         origin = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._end - self._start}[whence]
         self._pos = max(0, origin + offset)
         return self._pos
-
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def read(self, size: int | None = -1) -> bytes:
         left = self._end - self._start - self._pos

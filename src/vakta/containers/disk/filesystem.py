@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 
 import pytsk3  # type: ignore[import-not-found]
 
-from vakta.containers import Member
+from vakta.containers import Member, MemberStream
 from vakta.containers.disk.image import LIBRARY_ERRORS, library_message
 
 log = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ def _opener(entry: Any, stream: _DataStream) -> Callable[[], BinaryIO]:
     return open_stream
 
 
-class TskFileStream(io.RawIOBase):
+class TskFileStream(MemberStream):
     """One file's bytes read through TSK at any offset, never more than :data:`MAX_READ` at a time."""
 
     def __init__(self, entry: Any, size: int, attr_type: int, attr_id: int) -> None:
@@ -290,15 +290,6 @@ class TskFileStream(io.RawIOBase):
         self._type = attr_type
         self._id = attr_id
         self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
