@@ -22,6 +22,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from vakta import __version__, testsignature
+from vakta.agent.cli import agent_app
 from vakta.cache import SignalCache
 from vakta.cluster import ClusterError, ClusterRunner, connect
 from vakta.containers import Limits
@@ -32,16 +33,18 @@ from vakta.lists.model import ListRecord, ParseIssue
 from vakta.lists.store import DETECT, IGNORE, VIDEO_KIND, EmptyImportError, ListStore, StoreError
 from vakta.matching import diskindex
 from vakta.matching.diskindex import DiskIndex, IndexFormatError
-from vakta.matching.index import ListIndex, store_digests
+from vakta.matching.index import ListIndex
+from vakta.matching.loading import INDEX_ERRORS, INDEX_FOLDER, current_index, load_index
+from vakta.matching.lookup import lookup_results
 from vakta.matching.matcher import Matcher
 from vakta.matching.search import DEFAULT_THRESHOLD
 from vakta.matching.videos import DEFAULT_SHARE, VideoRule
 from vakta.notify import send_test_alert
 from vakta.notify.dispatch import Dispatcher
-from vakta.pipeline import KnownGood, Scanner, default_workers, hash_tree
+from vakta.pipeline import Scanner, default_workers, hash_tree
 from vakta.progress import ScanProgress
 from vakta.server.cli import server_app
-from vakta.signals.kinds import HEX_LENGTHS, InvalidHashError, parse_query
+from vakta.signals.kinds import HEX_LENGTHS
 from vakta.signals.model import HashOptions, Signals
 from vakta.sinks import sinks
 from vakta.sources import source_for
@@ -63,11 +66,11 @@ index_app = typer.Typer(
 )
 app.add_typer(index_app, name="index")
 app.add_typer(server_app, name="server")
+app.add_typer(agent_app, name="agent")
 
 #: Shown (at most) per import; the rest are counted.
 MAX_ISSUES_SHOWN = 20
 #: The on-disk index of the list store, under the Vakta home.
-INDEX_FOLDER = "index"
 #: How many leading bytes a list file is judged by for ``--format auto``.
 SNIFF_BYTES = 65536
 
@@ -96,6 +99,9 @@ class KindChoice(StrEnum):
     sha1 = "sha1"
     sha256 = "sha256"
     pdq = "pdq"
+    url = "url"  # URL lists (REQMOD of `vakta icap`): one URL, or a digest of one, a line
+    url_md5 = "url-md5"
+    url_sha256 = "url-sha256"
 
 
 class ReportFormat(StrEnum):
@@ -116,6 +122,7 @@ class ExportFormat(StrEnum):
     clamav = "clamav"
     hashdeep = "hashdeep"
     checksums = "checksums"
+    rpz = "rpz"  # the hosts of a URL list as a DNS response policy zone
 
 
 def _version(value: bool) -> None:
@@ -302,6 +309,10 @@ def _read_list(
 ) -> tuple[str, BinaryIO, Iterator[ListRecord | ParseIssue]]:
     """Open and parse one list file; OSError when it cannot be read."""
     stream = file.open("rb")
+    if kind is not None and kind.startswith("url"):
+        from vakta.icap.urls import parse_list
+
+        return "url", stream, _closing(stream, parse_list(stream, kind))
     head = stream.read(SNIFF_BYTES)
     stream.seek(0)
     fmt = detect(head, file.name) if fmt_name == "auto" else list_formats.get(fmt_name)
@@ -315,6 +326,11 @@ def _read_list(
                 yield record
 
     return fmt.name, stream, parsed()
+
+
+def _closing(stream: BinaryIO, items: Iterator[ListRecord | ParseIssue]) -> Iterator[ListRecord | ParseIssue]:
+    with stream:
+        yield from items
 
 
 def _is_known_good(file: Path, fmt_name: str) -> bool:
@@ -482,7 +498,7 @@ def lists_show(
         for row in rows:
             _dump(row, sys.stdout)
         return
-    table = Table("list", "purpose", *HEX_LENGTHS, "videos", "imports", "last import")
+    table = Table("list", "purpose", *HEX_LENGTHS, "videos", "urls", "imports", "last import")
     for row in rows:
         counts = row["counts"]
         assert isinstance(counts, dict)
@@ -490,6 +506,7 @@ def lists_show(
             str(row["name"]) + (" (built-in)" if row["builtin"] else ""),
             str(row["purpose"]),
             *(f"{counts.get(k, 0):,}" for k in (*HEX_LENGTHS, VIDEO_KIND)),
+            f"{sum(n for k, n in counts.items() if k.startswith('url')):,}",  # URL lists (`vakta icap`)
             str(row["imports"]),
             str(row["last_import"] or "-"),
         )
@@ -521,6 +538,15 @@ def lists_export(
     ] = None,
 ) -> None:
     """Write a list out in an exchange format."""
+    if fmt is ExportFormat.rpz:
+        from vakta.icap.rpz import write_zone
+
+        with _open_store(ctx) as store, _output(output) as out:
+            if not write_zone(store.entries([name]) if name in store.names() else iter(()), out, name):
+                raise _fail(
+                    f"{name!r} is no list of plain URLs (`lists import --kind url`) with host entries"
+                )
+        return
     writer = list_formats.get(fmt.value)
     if name == testsignature.LIST_NAME:
         recs: Iterator[ListRecord] = iter(testsignature.records())
@@ -551,41 +577,11 @@ def _select_lists(store: ListStore, names: list[str] | None) -> tuple[list[str],
     return [n for n in chosen if n in detect_lists], named_ignore or ignore_lists
 
 
-def _load_index(
-    home: Path, store: ListStore, detect_lists: list[str], ignore_lists: list[str], no_test_list: bool
-) -> tuple[ListIndex, KnownGood]:
-    """The detection lists to match (with the built-in test list unless turned off) and the known-good set.
-
-    They come memory-mapped from the on-disk index, brought up to date with
-    the store first (a delta: fractions of a second); when the index cannot
-    be used (a read-only home, a damaged file), from the store directly.
-    """
-    test_rows = [] if no_test_list else testsignature.entry_rows()
-    test_videos = [] if no_test_list else testsignature.video_entries()
-    try:
-        disk = _current_index(home, store)
-        index = ListIndex.from_disk(disk, store, detect_lists, test_rows, test_videos)
-        return index, KnownGood(disk.restricted(ignore_lists)[0], disk.list_names)
-    except (OSError, IndexFormatError, KeyError) as exc:
-        log.warning("on-disk index unusable (%s); loading the lists from the store", exc)
-    index = ListIndex.build(test_rows, store=store, store_lists=detect_lists, videos=test_videos)
-    return index, KnownGood(store_digests(store, ignore_lists), ignore_lists)
-
-
-def _current_index(home: Path, store: ListStore) -> DiskIndex:
-    """The on-disk index of the store, built or updated to match it."""
-    root = home / INDEX_FOLDER
-    report = diskindex.update(store, root)
-    if report.changed:
-        log.info("index updated in %.2f s", report.seconds)
-    return DiskIndex.open(root)
-
-
 def _refresh_index(home: Path, store: ListStore) -> None:
     """Bring the on-disk index up to a changed store now, so the next scan starts at once."""
     try:
-        _current_index(home, store)
-    except (OSError, IndexFormatError, KeyError) as exc:
+        current_index(home, store)
+    except INDEX_ERRORS as exc:
         err.print(f"[yellow]warning:[/yellow] the on-disk index was not updated: {escape(str(exc))}")
 
 
@@ -692,7 +688,7 @@ def scan_command(
     home = _state(ctx).home
     store = _open_store(ctx)
     detect_lists, ignore_lists = _select_lists(store, lists)
-    index, known_good = _load_index(home, store, detect_lists, ignore_lists, no_test_list)
+    index, known_good = load_index(home, store, detect_lists, ignore_lists, not no_test_list)
     options = HashOptions(
         extra_queries=extra_queries,
         seconds_per_hash=seconds_per_hash,
@@ -826,7 +822,7 @@ def index_compact(ctx: typer.Context) -> None:
     """Bring the index up to the lists, then merge its delta into a new base now (in the foreground)."""
     home = _state(ctx).home
     with _open_store(ctx) as store:
-        _current_index(home, store)
+        current_index(home, store)
     started = time.perf_counter()
     index = diskindex.compact(home / INDEX_FOLDER)
     err.print(f"index compacted to {index.base} in {time.perf_counter() - started:.1f} s", markup=False)
@@ -860,32 +856,6 @@ def _lookup_inputs(hashes: list[str]) -> Iterator[tuple[int | None, str]]:
                 yield number, text
 
 
-def _lookup_batch(matcher: Matcher, batch: list[tuple[int | None, str]]) -> list[dict[str, object]]:
-    """One result object per input, in input order; an unusable input gets its reason."""
-    results: list[dict[str, object]] = []
-    by_kind: dict[str, list[tuple[int, str]]] = {}
-    for position, (line, text) in enumerate(batch):
-        result: dict[str, object] = {"input": text}
-        if line is not None:
-            result["line"] = line
-        try:
-            candidates, value = parse_query(text)
-        except InvalidHashError as exc:
-            result["error"] = str(exc)
-        else:
-            result["kinds"], result["matches"] = list(candidates), []
-            for kind in candidates:
-                by_kind.setdefault(kind, []).append((position, value))
-        results.append(result)
-    for kind, items in by_kind.items():
-        found = matcher.lookup(kind, [value for _, value in items])
-        for (position, _), matches in zip(items, found, strict=True):
-            listed = results[position]["matches"]
-            assert isinstance(listed, list)
-            listed += [m.to_dict() for m in matches]
-    return results
-
-
 @app.command("lookup")
 def lookup_command(
     ctx: typer.Context,
@@ -905,12 +875,12 @@ def lookup_command(
     """Check hashes without any file: one JSON line per hash with its matches. Exit 1 on a match."""
     with _open_store(ctx) as store:
         detect_lists, ignore_lists = _select_lists(store, lists)
-        index, _ = _load_index(_state(ctx).home, store, detect_lists, ignore_lists, no_test_list)
+        index, _ = load_index(_state(ctx).home, store, detect_lists, ignore_lists, not no_test_list)
         matcher = Matcher(index, threshold)
         matched = invalid = False
         inputs = _lookup_inputs(hashes)
         while batch := list(itertools.islice(inputs, LOOKUP_BATCH)):
-            for result in _lookup_batch(matcher, batch):
+            for result in lookup_results(matcher, batch):
                 matched |= bool(result.get("matches"))
                 invalid |= "error" in result
                 _dump(result, sys.stdout)
@@ -951,6 +921,50 @@ def selftest_command() -> None:
     passed = all(results.values())
     err.print("[green]selftest passed[/green]" if passed else "[red]selftest failed[/red]")
     raise typer.Exit(0 if passed else 1)
+
+
+@app.command("icap")
+def icap_command(
+    ctx: typer.Context,
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to serve ICAP on.")] = "127.0.0.1:1344",
+    lists: Annotated[
+        list[str] | None, typer.Option("--list", help="Use only this list (repeatable).")
+    ] = None,
+    threshold: Annotated[
+        int, typer.Option("--threshold", min=0, max=256, help="PDQ match distance.")
+    ] = DEFAULT_THRESHOLD,
+    no_test_list: Annotated[
+        bool, typer.Option("--no-test-list", help="Do not match the test signature.")
+    ] = False,
+    max_body: Annotated[str, typer.Option("--max-body-size", help="Larger bodies pass unchecked.")] = "64M",
+    max_seconds: Annotated[float, typer.Option("--max-body-seconds", help="Time to check one body.")] = 30.0,
+    block_unchecked: Annotated[
+        bool, typer.Option("--block-unchecked", help="Block what the limits stop.")
+    ] = False,
+    block_status: Annotated[int, typer.Option("--block-status", min=400, max=599, help="HTTP status.")] = 403,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Hashing threads.")] = 2,
+    alert: Annotated[list[str] | None, typer.Option("--alert", help="Notifier URL, as for scan.")] = None,
+    alert_log: Annotated[
+        Path | None, typer.Option("--alert-log", help="JSONL alerts without --alert.")
+    ] = None,
+) -> None:
+    """Serve ICAP (RFC 3507) to a web proxy: responses that match the lists are replaced by a block page."""
+    from vakta.icap.cli import Settings, parse_listen, serve
+    from vakta.icap.urls import UrlIndex
+
+    try:
+        address = parse_listen(listen)
+        dispatcher = Dispatcher(alert, lambda line: err.print(line, markup=False)) if alert else None
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    home, store = _state(ctx).home, _open_store(ctx)
+    detect_lists, ignore_lists = _select_lists(store, lists)
+    index, known_good = load_index(home, store, detect_lists, ignore_lists, not no_test_list)
+    urls = UrlIndex(store.entries(detect_lists))
+    store.close()
+    settings = Settings(parse_size(max_body), max_seconds, block_unchecked, block_status, workers)
+    alerts_to = dispatcher or alert_log or home / "icap-alerts.jsonl"
+    serve(address, Matcher(index, threshold), known_good or None, urls, settings, alerts_to)
 
 
 @app.command("alert-test")

@@ -22,8 +22,8 @@ from vakta.containers import Limits, reader_for
 from vakta.containers.expand import Expansion, member_signals
 from vakta.findings import Finding
 from vakta.items import Item, ItemChangedError
+from vakta.matching.knowngood import KnownGood
 from vakta.matching.matcher import Hit, HitFinder, Matcher
-from vakta.matching.search import DigestIndex
 from vakta.signals.compute import compute_signals
 from vakta.signals.model import HashOptions, Signals
 from vakta.signals.sniff import SNIFF_BYTES, content_type
@@ -31,25 +31,6 @@ from vakta.sources import source_for
 from vakta.stats import ScanStats
 
 log = logging.getLogger(__name__)
-
-
-class KnownGood:
-    """Digests on known-good (``--ignore``) lists: such files are skipped before any decode."""
-
-    def __init__(self, digests: dict[str, DigestIndex], list_names: list[str]) -> None:
-        self._digests = digests
-        self._names = list_names
-
-    def __bool__(self) -> bool:
-        return any(len(d) for d in self._digests.values())
-
-    def __call__(self, signals: Signals) -> str | None:
-        for kind, index in self._digests.items():
-            value = getattr(signals, kind, None)
-            owners = index.lookup(value) if value else []
-            if owners:
-                return self._names[owners[0]]
-        return None
 
 
 def hash_item(item: Item, options: HashOptions, known_good: KnownGood | None = None) -> Signals:

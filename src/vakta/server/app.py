@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vakta import __version__
-from vakta.server import api, metrics
+from vakta.server import api, metrics, ui
 from vakta.server.auth import Permission, Principal, require
 from vakta.server.db import Database
 from vakta.server.settings import Settings
@@ -49,6 +49,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics.create(database, settings.offline_after)
     app.include_router(api.router())
+    ui.install(app)  # the web pages under /ui
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"], response_model=None)
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], tags=["operations"], response_model=None)
     app.add_exception_handler(SQLAlchemyError, _database_error)

@@ -45,13 +45,16 @@ class Permission(StrEnum):
     READ = "read"  # incidents, alerts, agents, statistics, evidence, audit, metrics
     WORK = "work"  # change incidents: state, assignment, notes
     MANAGE = "manage"  # agents (revoke), tokens, users
+    MATCH = "match"  # the lookup and match API
+    BUNDLE = "bundle"  # download the signed hash-list bundle
 
 
 PERMISSIONS: dict[str, frozenset[Permission]] = {
-    Role.ADMIN: frozenset({Permission.READ, Permission.WORK, Permission.MANAGE}),
+    Role.ADMIN: frozenset({Permission.READ, Permission.WORK, Permission.MANAGE, Permission.BUNDLE}),
     Role.ANALYST: frozenset({Permission.READ, Permission.WORK}),
     Role.AUDITOR: frozenset({Permission.READ}),
-    "agent": frozenset({Permission.REPORT}),
+    Role.API_CLIENT: frozenset({Permission.MATCH}),
+    "agent": frozenset({Permission.REPORT, Permission.MATCH, Permission.BUNDLE}),
 }
 
 

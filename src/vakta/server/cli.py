@@ -23,6 +23,7 @@ from vakta.home import resolve_home
 
 if TYPE_CHECKING:
     from vakta.server.db import Database
+    from vakta.server.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,12 @@ token_app = typer.Typer(
     help="Bearer tokens for scripts and one-time agent enrolment tokens.", no_args_is_help=True
 )
 server_app.add_typer(token_app, name="token")
+lists_app = typer.Typer(
+    help="The hash lists the console serves to agents and matches against.", no_args_is_help=True
+)
+server_app.add_typer(lists_app, name="lists")
+key_app = typer.Typer(help="The Ed25519 key that signs hash-list bundles.", no_args_is_help=True)
+server_app.add_typer(key_app, name="key")
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
 CLI_ACTOR = "cli"
@@ -50,6 +57,7 @@ DatabaseOpt = Annotated[
 
 class TokenRole(StrEnum):
     agent_enrolment = "agent-enrolment"
+    api_client = "api-client"
     analyst = "analyst"
     auditor = "auditor"
     admin = "admin"
@@ -129,9 +137,12 @@ def run_command(
         from vakta.server.settings import Settings
 
         settings = Settings(
-            database_url=database_url(ctx, database), offline_after=timedelta(seconds=offline_after)
+            database_url=database_url(ctx, database),
+            offline_after=timedelta(seconds=offline_after),
+            home=server_home(ctx),
         )
         app = create_app(settings, db)
+        _signing_key_ready(app.state, settings)
         log.info("console on %s:%d, database %s", host, port, db.url.render_as_string(hide_password=True))
         uvicorn.run(
             app,
@@ -254,3 +265,66 @@ def verify_audit_command(ctx: typer.Context, database: DatabaseOpt = None) -> No
         typer.echo(f"audit log NOT intact: {verdict.problem}", err=True)
         raise typer.Exit(1)
     typer.echo(f"audit log intact: {verdict.entries} entries, head {verdict.head}")
+
+
+def server_home(ctx: typer.Context) -> Path:
+    """The console's own folder under the Vakta home: its lists, their index and the signing key."""
+    return _home(ctx) / "server"
+
+
+def _signing_key_ready(state: object, settings: Settings) -> None:
+    """Make the bundle signing key at first start (not at the first download), and log its public half."""
+    from vakta.bundles import BundleError
+    from vakta.server.bundles import for_app
+
+    try:
+        log.info("bundles signed with Ed25519 key %s", for_app(state, settings).public_key())
+    except (OSError, BundleError) as exc:
+        raise _fail(f"signing key: {exc}") from None
+
+
+@lists_app.command("import")
+def lists_import_command(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="The list file, or a folder of list files.")],
+    name: Annotated[str, typer.Option("--name", help="Name of the list (new, or more entries for it).")],
+    fmt: Annotated[str, typer.Option("--format", help="File format, as for `vakta lists import`.")] = "auto",
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="Hash kind of bare values: md5, sha1, sha256, pdq.")
+    ] = None,
+    ignore: Annotated[bool, typer.Option("--ignore", help="A known-good list.")] = False,
+) -> None:
+    """Import a list into the console's store: `vakta lists import` on the server's folder."""
+    from vakta.cli import KindChoice, ListFormatChoice, State, lists_import
+
+    try:
+        fmt_choice, kind_choice = ListFormatChoice(fmt), KindChoice(kind) if kind else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    ctx.obj = State(server_home(ctx))
+    lists_import(ctx, path, name, fmt_choice, kind_choice, ignore)
+
+
+@lists_app.command("show")
+def lists_show_command(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+) -> None:
+    """The console's lists: `vakta lists show` on the server's folder."""
+    from vakta.cli import State, lists_show
+
+    ctx.obj = State(server_home(ctx))
+    lists_show(ctx, as_json)
+
+
+@key_app.command("show")
+def key_show_command(ctx: typer.Context) -> None:
+    """Print the public key agents pin (base64 of its 32 bytes); made now if the server never started."""
+    from vakta.bundles import BundleError, fingerprint, load_or_create_key, public_key_text
+
+    try:
+        public = load_or_create_key(server_home(ctx)).public_key()
+    except (OSError, BundleError) as exc:
+        raise _fail(f"signing key: {exc}") from None
+    typer.echo(f"Ed25519 bundle signing key, SHA-256 fingerprint {fingerprint(public)}", err=True)
+    typer.echo(public_key_text(public))

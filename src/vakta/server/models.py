@@ -36,6 +36,8 @@ class Role(StrEnum):
     ANALYST = "analyst"
     AUDITOR = "auditor"
     AGENT_ENROLMENT = "agent-enrolment"
+    #: A platform's script: the lookup and match API only.
+    API_CLIENT = "api-client"
 
 
 #: Roles a person (a user or a bearer token of a script) can hold.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 #: An agent silent for longer than this is shown offline (agents send a heartbeat every few minutes).
 DEFAULT_OFFLINE_AFTER = timedelta(minutes=15)
@@ -19,3 +20,5 @@ class Settings:
     offline_after: timedelta = DEFAULT_OFFLINE_AFTER
     session_lifetime: timedelta = DEFAULT_SESSION_LIFETIME
     max_body_bytes: int = DEFAULT_MAX_BODY
+    #: The server's own folder (hash lists, index, signing key); None: beside a SQLite database.
+    home: Path | None = None

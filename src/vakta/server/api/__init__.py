@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from vakta.server.api import admin, agents, alerts, incidents, sessions, stats
+from vakta.server.api import admin, agents, alerts, incidents, lists, matching, sessions, stats
 
 PREFIX = "/api/v1"
 
 
 def router() -> APIRouter:
     api = APIRouter(prefix=PREFIX)
-    for module in (agents, alerts, incidents, stats, sessions, admin):
+    for module in (agents, alerts, incidents, stats, sessions, admin, lists, matching):
         api.include_router(module.router)
     return api

@@ -1,0 +1,7 @@
+"""The endpoint agent (``vakta agent``): watches folders, scans files as they arrive, reports to the console.
+
+Modules: ``identity`` (enrolment and the agent's secret), ``queue`` (the
+offline-first SQLite alert queue), ``client`` (the console's agent API),
+``watch`` (file events, debounce, default paths, new mounts), ``core`` (the
+running agent: scanning, delivery, heartbeats), ``cli`` (the commands).
+"""

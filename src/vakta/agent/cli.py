@@ -1,0 +1,126 @@
+"""``vakta agent``: enrol with a console, then run in the foreground under a service manager.
+
+Only typer is imported here; the watcher, the scanner and the lists load
+inside the commands, so ``vakta --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vakta.home import resolve_home
+
+log = logging.getLogger(__name__)
+
+agent_app = typer.Typer(
+    help="The endpoint agent: scans files as they arrive and reports matches to a console.",
+    no_args_is_help=True,
+)
+
+
+def _home(ctx: typer.Context) -> Path:
+    parent = ctx.find_root().obj
+    home = getattr(parent, "home", None)
+    return home if isinstance(home, Path) else resolve_home(None)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+@agent_app.command("enroll")
+def enroll(
+    ctx: typer.Context,
+    server: Annotated[str, typer.Option("--server", help="The console's URL, e.g. https://console:8470.")],
+    token: Annotated[str, typer.Option("--token", help="A one-time agent-enrolment token (vke_...).")],
+    hostname: Annotated[
+        str | None, typer.Option("--hostname", help="Name shown in the console (default: this host's).")
+    ] = None,
+    bundle_key: Annotated[
+        str, typer.Option("--bundle-key", help="The console's list-signing key (`vakta server key show`).")
+    ] = "",
+) -> None:
+    """Trade an enrolment token for this agent's own identity, stored mode 0600 in <home>/agent/."""
+    from vakta import __version__
+    from vakta.agent import client, identity
+    from vakta.notify import local_host
+
+    if not server.startswith(("https://", "http://")):
+        raise _fail("--server must be an http:// or https:// URL")
+    name = hostname or local_host()
+    body = {"hostname": name, "os": f"{platform.system()} {platform.release()}"[:128], "version": __version__}
+    from vakta.bundles import BundleError, parse_public_key
+
+    try:
+        if bundle_key:
+            parse_public_key(bundle_key)
+    except BundleError as exc:
+        raise _fail(f"--bundle-key: {exc}") from None
+    try:
+        answer = client.request(server, "/agents/enrol", body, token)
+        agent_id, secret = str(answer["agent_id"]), str(answer["secret"])
+        ident = identity.Identity(server.rstrip("/"), agent_id, secret, name, bundle_key.strip())
+    except client.ConsoleError as exc:
+        raise _fail(f"enrolment failed: {exc}") from None
+    except (KeyError, TypeError) as exc:
+        raise _fail(f"enrolment failed: the console's answer lacks {exc}") from None
+    path = identity.save(_home(ctx), ident)
+    typer.echo(f"enrolled as agent {ident.agent_id}; identity in {path}", err=True)
+
+
+@agent_app.command("run")
+def run(
+    ctx: typer.Context,
+    watch: Annotated[
+        list[Path] | None, typer.Option("--watch", help="Also watch this folder (repeatable).")
+    ] = None,
+    only_watch: Annotated[
+        bool, typer.Option("--only-watch", help="Watch only the --watch folders, not the defaults.")
+    ] = False,
+    quiet: Annotated[
+        float,
+        typer.Option("--quiet-seconds", min=0, help="Scan a file once it has not changed for this long."),
+    ] = 2.0,
+    heartbeat: Annotated[float, typer.Option("--heartbeat-seconds", min=1, help="Heartbeat period.")] = 60.0,
+    mount_poll: Annotated[
+        float, typer.Option("--mount-poll-seconds", min=0.1, help="How often to look for new mounts.")
+    ] = 5.0,
+    lists_every: Annotated[
+        float, typer.Option("--lists-seconds", min=1, help="How often to ask the console for new lists.")
+    ] = 900.0,
+    max_backoff: Annotated[
+        float, typer.Option("--max-retry-seconds", min=0.1, help="Longest pause between delivery attempts.")
+    ] = 300.0,
+    nice: Annotated[
+        int, typer.Option("--nice", min=0, max=19, help="Lower the agent's CPU priority by this.")
+    ] = 10,
+) -> None:
+    """Watch folders and deliver alerts, in the foreground, until SIGTERM or SIGINT."""
+    from vakta.agent import identity
+    from vakta.agent.core import Agent, Settings
+    from vakta.agent.watch import default_paths
+
+    if only_watch and not watch:
+        raise _fail("--only-watch needs at least one --watch folder")
+    home = _home(ctx)
+    try:
+        ident = identity.load(home)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    paths = [p.absolute() for p in watch or []]
+    if not only_watch:
+        paths = default_paths() + paths
+    settings = Settings(
+        paths, quiet, heartbeat, mount_poll, lists_every, min(1.0, max_backoff), max_backoff, nice
+    )
+    agent = Agent(home, ident, settings)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: agent.stop())
+    agent.run()

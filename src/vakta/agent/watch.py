@@ -1,0 +1,132 @@
+"""What the agent watches: default folders per OS, file events, debounce, newly mounted volumes.
+
+Events come from ``watchdog`` (inotify on Linux, FSEvents on macOS,
+ReadDirectoryChangesW on Windows).  A file is scanned once it has had no event
+for the quiet period, so a download written in pieces is hashed once.  New
+mounts are found by polling the mount table (``/proc/self/mountinfo``, read
+with :mod:`vakta.notify.storage`): Linux only, because that file is Linux's;
+on macOS and Windows new volumes appear as folders under ``/Volumes`` or as
+drive letters, which the default paths there cover.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+from vakta.notify.storage import parse_mountinfo
+
+log = logging.getLogger(__name__)
+
+#: Removable media and other volumes are mounted under these on Linux.
+LINUX_MOUNT_ROOTS = ("/media", "/run/media", "/mnt")
+
+
+def default_paths(platform: str = sys.platform, home_root: Path | None = None) -> list[Path]:
+    """The folders watched unless ``--only-watch`` is given: home folders (Downloads and cloud-sync
+    folders are inside them) and where removable media appear."""
+    if platform.startswith("linux"):
+        return [home_root or Path("/home"), Path("/root"), *map(Path, LINUX_MOUNT_ROOTS)]
+    if platform == "darwin":
+        return [home_root or Path("/Users"), Path("/Volumes")]
+    if platform == "win32":
+        users = home_root or Path(os.environ.get("SYSTEMDRIVE", "C:") + "\\Users")
+        return [users, *_windows_drives()]
+    return [home_root or Path.home()]
+
+
+def _windows_drives() -> list[Path]:
+    """Drive letters other than the system drive: USB sticks, network and mapped drives."""
+    system = os.environ.get("SYSTEMDRIVE", "C:").upper()
+    return [
+        Path(f"{c}:\\") for c in "DEFGHIJKLMNOPQRSTUVWXYZ" if f"{c}:" != system and Path(f"{c}:\\").exists()
+    ]
+
+
+class Debouncer:
+    """Paths waiting to be quiet for ``quiet`` seconds; each change restarts its wait."""
+
+    def __init__(self, quiet: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.quiet = quiet
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Event()
+
+    def touch(self, path: str) -> None:
+        with self._lock:
+            self._last[path] = self._clock()
+        self._changed.set()
+
+    def forget(self, path: str) -> None:
+        with self._lock:
+            self._last.pop(path, None)
+
+    def due(self) -> list[str]:
+        """Paths quiet long enough, removed from the waiting set, oldest first."""
+        now = self._clock()
+        with self._lock:
+            ready = sorted((t, p) for p, t in self._last.items() if now - t >= self.quiet)
+            for _, path in ready:
+                del self._last[path]
+        return [p for _, p in ready]
+
+    def wake(self) -> None:
+        """End the current :meth:`wait` early (stopping, or other work to do)."""
+        self._changed.set()
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until something changes or ``timeout`` passes (the scanning loop's tick)."""
+        self._changed.wait(timeout)
+        self._changed.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._last)
+
+
+class ChangeHandler(FileSystemEventHandler):
+    """Feeds created, modified, closed and moved-in files to the debouncer; deleted ones leave it."""
+
+    def __init__(self, debouncer: Debouncer) -> None:
+        self.debouncer = debouncer
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        kind = event.event_type
+        if kind in ("created", "modified", "closed"):
+            self.debouncer.touch(_text(event.src_path))
+        elif kind == "moved":
+            self.debouncer.forget(_text(event.src_path))
+            self.debouncer.touch(_text(event.dest_path))
+        elif kind == "deleted":
+            self.debouncer.forget(_text(event.src_path))
+
+
+def _text(path: str | bytes) -> str:
+    return os.fsdecode(path)
+
+
+def read_mount_points(mountinfo: Path = Path("/proc/self/mountinfo")) -> set[str]:
+    """Mount points now (empty where there is no mount table to read: not Linux)."""
+    try:
+        text = mountinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    return {m.point for m in parse_mountinfo(text)}
+
+
+def new_mounts(before: set[str], after: set[str], roots: Iterable[Path]) -> list[str]:
+    """Mount points that appeared at or under one of ``roots`` (what the agent must start watching)."""
+    prefixes = [str(r).rstrip("/") for r in roots]
+    return sorted(
+        point for point in after - before if any(point == p or point.startswith(p + "/") for p in prefixes)
+    )

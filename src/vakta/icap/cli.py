@@ -1,0 +1,88 @@
+"""Running the ICAP service from ``vakta icap``: address parsing, assembly and the server's life cycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from vakta.icap.alerts import AlertSink
+from vakta.icap.filter import Examiner, Policy, web_limits
+from vakta.icap.server import IcapServer
+from vakta.icap.urls import UrlIndex
+from vakta.matching.knowngood import KnownGood
+from vakta.matching.matcher import Matcher
+from vakta.notify.dispatch import Dispatcher
+from vakta.signals.model import HashOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The command's options: per-body limits, what to do past them, the block status, hashing threads."""
+
+    max_body_bytes: int
+    max_seconds: float
+    block_unchecked: bool
+    block_status: int
+    workers: int
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:1344`` for IPv6); ValueError with the reason otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--listen needs HOST:PORT, not {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def build(
+    matcher: Matcher,
+    known_good: KnownGood | None,
+    urls: UrlIndex,
+    settings: Settings,
+    alerts_to: Dispatcher | Path,
+) -> IcapServer:
+    """The server for these lists and settings; alerts go to the notifiers, or else to a JSONL file."""
+    policy = Policy(
+        settings.max_body_bytes, settings.max_seconds, settings.block_unchecked, settings.block_status
+    )
+    examine = Examiner(matcher, HashOptions(), known_good, web_limits(settings.max_seconds))
+    sink = AlertSink(alerts_to, None) if isinstance(alerts_to, Path) else AlertSink(None, alerts_to)
+    return IcapServer(examine, sink, policy, workers=settings.workers, urls=urls)
+
+
+def serve(
+    address: tuple[str, int],
+    matcher: Matcher,
+    known_good: KnownGood | None,
+    urls: UrlIndex,
+    settings: Settings,
+    alerts_to: Dispatcher | Path,
+) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM), then log what was done."""
+    server = build(matcher, known_good, urls, settings, alerts_to)
+    log.warning("%d URL list entries", len(urls))
+    asyncio.run(_serve(server, *address))
+    log.warning("icap: %s", ", ".join(f"{k} {v}" for k, v in sorted(server.counts.items())) or "no requests")
+
+
+async def _serve(server: IcapServer, host: str, port: int) -> None:
+    listener = await server.start(host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    log.warning("ICAP service on icap://%s:%d/respmod and /reqmod", host, port)
+    try:
+        async with listener:
+            await stop.wait()
+            listener.close()
+            await server.disconnect()
+    finally:
+        server.close()

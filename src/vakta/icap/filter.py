@@ -1,0 +1,95 @@
+"""What the ICAP service decides about a web response body: block (it matched a list) or pass.
+
+A body is hashed exactly as ``vakta scan`` hashes a file (:func:`vakta.pipeline.hash_tree`:
+digests, PDQ, vPDQ, and archives opened member by member) and matched with the
+same :class:`~vakta.matching.matcher.Matcher`, so a list behaves the same on disk
+and on the wire.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from functools import partial
+
+from vakta.containers import Limits, reader_for
+from vakta.findings import Finding
+from vakta.items import Item
+from vakta.matching.knowngood import KnownGood
+from vakta.matching.matcher import Matcher
+from vakta.pipeline import hash_tree
+from vakta.signals.hashers import hashers_for
+from vakta.signals.model import HashOptions
+from vakta.signals.sniff import content_type
+
+log = logging.getLogger(__name__)
+
+#: Declared HTTP types worth hashing even when the first bytes do not say so (a type sniffing misses).
+_DECLARED = ("image/", "video/")
+_DECLARED_ARCHIVES = frozenset(
+    {
+        "application/zip",
+        "application/x-zip-compressed",
+        "application/x-tar",
+        "application/gzip",
+        "application/x-gzip",
+        "application/x-7z-compressed",
+        "application/vnd.rar",
+        "application/x-rar-compressed",
+        "application/pdf",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Per-body limits and what to do past them."""
+
+    max_body_bytes: int = 64 << 20
+    max_seconds: float = 30.0
+    #: Block a body the limits stop from being checked (default: let it pass, and count it).
+    block_unchecked: bool = False
+    block_status: int = 403
+
+
+def web_limits(seconds: float) -> Limits:
+    """Container limits for one web body: ClamAV's mail-gateway scale, not the forensic defaults."""
+    return Limits(
+        max_depth=8,
+        max_member_bytes=256 << 20,
+        max_total_bytes=1 << 30,
+        max_members=10_000,
+        max_seconds=seconds,
+    )
+
+
+def wanted(declared: str | None, head: bytes, encoding: str | None = None) -> bool:
+    """Whether a body is an image, video or archive, by its declared type or its first bytes.
+
+    A body with a ``Content-Encoding`` (gzip pages) goes by its declared type only: its
+    first bytes are the encoding's, and opening every compressed page would be wasted work.
+    """
+    kind = (declared or "").split(";")[0].strip().lower()
+    if kind.startswith(_DECLARED) or kind in _DECLARED_ARCHIVES:
+        return True
+    if (encoding or "identity").strip().lower() != "identity":
+        return False
+    sniffed = content_type(head)
+    return bool(hashers_for(sniffed)) or reader_for(sniffed) is not None
+
+
+@dataclass(frozen=True)
+class Examiner:
+    """Hashes a body and its members and matches them; picklable state only, run off the event loop."""
+
+    matcher: Matcher
+    options: HashOptions
+    known_good: KnownGood | None
+    limits: Limits | None
+
+    def __call__(self, body: bytes, url: str) -> list[Finding]:
+        """One finding per hashed thing (the body first, then members of an archive)."""
+        item = Item(url.encode("utf-8", "surrogateescape"), size=len(body), opener=partial(io.BytesIO, body))
+        tree = hash_tree(item, self.options, self.known_good, self.limits)
+        return [Finding(s, [] if s.skipped else self.matcher.match(s)) for s in tree]

@@ -1,0 +1,240 @@
+"""ICAP messages (RFC 3507): reading requests from a stream and writing responses.
+
+Every read is bounded in bytes and time, so a hostile or broken client costs at
+most :class:`Bounds`: anything that does not parse is a :class:`ProtocolError`,
+which the server answers with 400 and a closed connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+ISTAG = '"vakta-1"'
+CRLF = b"\r\n"
+#: Encapsulated section names, in the order RFC 3507 section 4.4.1 allows them.
+HEADER_SECTIONS = ("req-hdr", "res-hdr")
+BODY_SECTIONS = ("req-body", "res-body", "null-body", "opt-body")
+_TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_CHUNK_SIZE = re.compile(rb"^([0-9A-Fa-f]{1,16})[ \t]*(;[ \t]*ieof[ \t]*)?(;[^\r\n]*)?$")
+
+
+class ProtocolError(Exception):
+    """The client sent something that is not ICAP (or too much of it): answered with 400."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What one message may cost before the connection is dropped."""
+
+    max_line: int = 8192
+    max_header_bytes: int = 64 << 10
+    max_headers: int = 100
+    #: Time for the ICAP and encapsulated HTTP headers of one message (slow senders stop here).
+    header_seconds: float = 10.0
+    #: Time a persistent connection may sit idle between messages.
+    idle_seconds: float = 60.0
+    #: Time to wait for each piece of a body.
+    body_read_seconds: float = 30.0
+
+
+@dataclass
+class Request:
+    """One ICAP request: its line, ICAP headers and the encapsulated HTTP header blocks."""
+
+    method: str
+    uri: str
+    headers: dict[str, str]
+    req_hdr: bytes = b""
+    res_hdr: bytes = b""
+    #: The encapsulated body kind (``req-body``/``res-body``), or None when there is none.
+    body: str | None = None
+    preview: int | None = None
+    sections: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def allows_204(self) -> bool:
+        return "204" in {v.strip() for v in self.headers.get("allow", "").split(",")}
+
+    @property
+    def keep_alive(self) -> bool:
+        return self.headers.get("connection", "").lower() != "close"
+
+
+async def _with_deadline(coro: Coroutine[Any, Any, T], seconds: float) -> T:
+    """``coro`` within ``seconds``; a timeout, a short read or an overlong line is a ProtocolError."""
+    try:
+        return await asyncio.wait_for(coro, seconds)
+    except TimeoutError:
+        raise ProtocolError("timed out") from None
+    except asyncio.IncompleteReadError:
+        raise ProtocolError("connection closed in the middle of a message") from None
+    except asyncio.LimitOverrunError:
+        raise ProtocolError("line too long") from None
+
+
+async def read_line(reader: asyncio.StreamReader, bounds: Bounds) -> bytes:
+    """One CRLF-terminated line, without its ending; ProtocolError past ``max_line``."""
+    line = await reader.readuntil(b"\n")
+    if len(line) > bounds.max_line:
+        raise ProtocolError("line too long")
+    return line.rstrip(b"\r\n")
+
+
+async def _read_head(reader: asyncio.StreamReader, bounds: Bounds) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    total = count = 0
+    while line := await read_line(reader, bounds):
+        total, count = total + len(line), count + 1
+        if total > bounds.max_header_bytes or count > bounds.max_headers:
+            raise ProtocolError("headers too large")
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.match(name):
+            raise ProtocolError("malformed header line")
+        headers[name.decode("ascii").lower()] = value.strip().decode("latin-1")
+    return headers
+
+
+async def read_request(reader: asyncio.StreamReader, bounds: Bounds) -> Request | None:
+    """The next request's line, headers and HTTP heads; None when the client closed (or idled) between messages."""
+    try:
+        first = await asyncio.wait_for(read_line(reader, bounds), bounds.idle_seconds)
+    except (TimeoutError, ConnectionError):
+        return None
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial.strip():
+            raise ProtocolError("connection closed in the middle of a message") from None
+        return None
+    except asyncio.LimitOverrunError:
+        raise ProtocolError("line too long") from None
+    headers = await _with_deadline(_read_head(reader, bounds), bounds.header_seconds)
+    request = _parse_request_line(first, headers)
+    if request.sections:
+        await _with_deadline(_read_sections(reader, request, bounds), bounds.header_seconds)
+    return request
+
+
+def _parse_request_line(first: bytes, headers: dict[str, str]) -> Request:
+    parts = first.split(b" ")
+    if len(parts) != 3 or parts[2] != b"ICAP/1.0" or not _TOKEN.match(parts[0]):
+        raise ProtocolError("malformed request line")
+    request = Request(parts[0].decode("ascii"), parts[1].decode("latin-1"), headers)
+    request.sections = parse_encapsulated(headers.get("encapsulated", ""))
+    if "preview" in headers:
+        text = headers["preview"].strip()
+        if not text.isdigit() or len(text) > 9:
+            raise ProtocolError("malformed Preview header")
+        request.preview = int(text)
+    return request
+
+
+def parse_encapsulated(value: str) -> list[tuple[str, int]]:
+    """``req-hdr=0, res-hdr=120, res-body=300`` as names and offsets, checked for order and shape."""
+    if not value.strip():
+        return []
+    sections: list[tuple[str, int]] = []
+    for part in value.split(","):
+        name, sep, offset = part.strip().partition("=")
+        if not sep or name not in HEADER_SECTIONS + BODY_SECTIONS or not offset.isdigit() or len(offset) > 9:
+            raise ProtocolError("malformed Encapsulated header")
+        sections.append((name, int(offset)))
+    offsets = [o for _, o in sections]
+    if offsets[0] != 0 or offsets != sorted(set(offsets)):
+        raise ProtocolError("Encapsulated offsets out of order")
+    if any(n in BODY_SECTIONS for n, _ in sections[:-1]) or sections[-1][0] not in BODY_SECTIONS:
+        raise ProtocolError("Encapsulated must end with exactly one body section")
+    return sections
+
+
+async def _read_sections(reader: asyncio.StreamReader, request: Request, bounds: Bounds) -> None:
+    *heads, (body, end) = request.sections
+    if end > bounds.max_header_bytes:
+        raise ProtocolError("encapsulated headers too large")
+    data = await reader.readexactly(end)
+    for (name, start), (_, stop) in zip(heads, [*heads[1:], (body, end)], strict=True):
+        block = data[start:stop]
+        if not block.endswith(b"\r\n\r\n"):
+            raise ProtocolError(f"{name} does not end where Encapsulated says")
+        setattr(request, name.replace("-", "_"), block)
+    request.body = body if body in ("req-body", "res-body") else None
+
+
+@dataclass
+class ChunkReader:
+    """The chunks of an encapsulated body (RFC 3507 section 4.5), ``ieof`` noted at its end."""
+
+    reader: asyncio.StreamReader
+    bounds: Bounds
+    ieof: bool = False
+    done: bool = False
+
+    async def next(self) -> bytes | None:
+        """The next chunk's data, or None at the end of the body (or of the preview)."""
+        if self.done:
+            return None
+        return await _with_deadline(self._next(), self.bounds.body_read_seconds)
+
+    async def _next(self) -> bytes | None:
+        line = await read_line(self.reader, self.bounds)
+        found = _CHUNK_SIZE.match(line.strip())
+        if not found:
+            raise ProtocolError("malformed chunk size")
+        size = int(found.group(1), 16)
+        if size == 0:
+            if await read_line(self.reader, self.bounds) != b"":
+                raise ProtocolError("chunked body does not end with an empty line")
+            self.ieof, self.done = found.group(2) is not None, True
+            return None
+        data = await self.reader.readexactly(size)
+        if await self.reader.readexactly(2) != CRLF:
+            raise ProtocolError("chunk longer than its size says")
+        return data
+
+    def again(self) -> None:
+        """After a preview and ``100 Continue``: the rest of the body follows."""
+        if not self.ieof:
+            self.done = False
+
+
+def chunked(data: bytes, size: int = 64 << 10) -> bytes:
+    """``data`` as an ICAP chunked body, ending with the zero chunk."""
+    parts = [
+        b"%x\r\n%s\r\n" % (len(data[i : i + size]), data[i : i + size]) for i in range(0, len(data), size)
+    ]
+    return b"".join(parts) + b"0\r\n\r\n"
+
+
+def response(
+    status: int,
+    reason: str,
+    headers: Iterable[tuple[str, str]] = (),
+    *,
+    res_hdr: bytes | None = None,
+    body: bytes | None = None,
+    part: str = "res",
+) -> bytes:
+    """An ICAP response, with an encapsulated HTTP head (``part``: ``res`` or ``req``) and chunked body when given."""
+    lines = [f"ICAP/1.0 {status} {reason}", f"ISTag: {ISTAG}", *(f"{k}: {v}" for k, v in headers)]
+    if res_hdr is None:
+        lines.append("Encapsulated: null-body=0")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    kind = f"{part}-body" if body is not None else "null-body"
+    lines.append(f"Encapsulated: {part}-hdr=0, {kind}={len(res_hdr)}")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head + res_hdr + (chunked(body) if body is not None else b"")
+
+
+def http_headers(block: bytes) -> tuple[str, dict[str, str]]:
+    """An encapsulated HTTP head as its first line and lower-cased headers (last one wins)."""
+    lines = block.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return lines[0], headers

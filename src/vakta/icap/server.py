@@ -1,0 +1,337 @@
+"""The asyncio ICAP server: OPTIONS and RESPMOD with previews, ``Allow: 204`` and persistent connections.
+
+The event loop only moves bytes; hashing and matching run on a thread pool, so
+one large body never stalls other connections.  A body is kept in memory only
+up to :attr:`Policy.max_body_bytes`; past that it is passed on unchecked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from vakta.findings import Finding
+from vakta.icap.alerts import AlertSink
+from vakta.icap.filter import Policy, wanted
+from vakta.icap.protocol import (
+    Bounds,
+    ChunkReader,
+    ProtocolError,
+    Request,
+    chunked,
+    http_headers,
+    read_request,
+    response,
+)
+from vakta.icap.urls import UrlIndex
+from vakta.signals.sniff import SNIFF_BYTES
+
+log = logging.getLogger(__name__)
+
+#: Bytes of a body the proxy sends before the service says whether it wants the rest.
+PREVIEW_BYTES = 4096
+BLOCK_PAGE = (
+    "<!doctype html><html><head><meta charset=utf-8><title>Blocked</title></head>"
+    "<body><h1>Blocked</h1><p>This content was blocked by your organisation's web filter.</p></body></html>"
+)
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    451: "Unavailable For Legal Reasons",
+}
+
+#: The ICAP services, by the last segment of the service URI (``icap://host/respmod``).
+SERVICES = ("RESPMOD", "REQMOD")
+#: Hashes a body (the URL names it in findings); runs on the pool.
+Examine = Callable[[bytes, str], list[Finding]]
+
+
+@dataclass
+class Transaction:
+    """One RESPMOD exchange: the request, where its body comes from, and the answer's writer."""
+
+    request: Request
+    chunks: ChunkReader
+    writer: asyncio.StreamWriter
+    kept: bytearray = field(default_factory=bytearray)
+
+    @property
+    def part(self) -> str:
+        """Which HTTP message the exchange carries: the request (REQMOD) or the response."""
+        return "req" if self.request.method == "REQMOD" else "res"
+
+    @property
+    def head(self) -> bytes:
+        return self.request.req_hdr if self.part == "req" else self.request.res_hdr
+
+    #: ``100 Continue`` was sent: the body after the preview is on its way.
+    continued: bool = False
+
+
+class IcapServer:
+    """Serves ICAP on one address; ``counts`` says what happened (blocked, passed, unchecked, bad requests)."""
+
+    def __init__(
+        self,
+        examine: Examine,
+        alerts: AlertSink,
+        policy: Policy | None = None,
+        bounds: Bounds | None = None,
+        workers: int = 2,
+        urls: UrlIndex | None = None,
+    ) -> None:
+        self.examine = examine
+        self.urls = urls or UrlIndex(())
+        self.alerts = alerts
+        self.policy = policy or Policy()
+        self.bounds = bounds or Bounds()
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="vakta-icap")
+        self.counts: Counter[str] = Counter()
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        return await asyncio.start_server(self.handle, host, port, limit=self.bounds.max_line)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.alerts.close()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection: requests one after another until the client closes or breaks the protocol."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections[task] = writer
+        try:
+            while (request := await read_request(reader, self.bounds)) is not None:
+                self.counts["requests"] += 1
+                await self._serve(
+                    request, ChunkReader(reader, self.bounds, done=request.body is None), writer
+                )
+                await writer.drain()
+                if not request.keep_alive:
+                    break
+        except ProtocolError as exc:
+            self.counts["bad requests"] += 1
+            log.info("bad ICAP request from %s: %s", writer.get_extra_info("peername"), exc)
+            writer.write(response(400, "Bad Request", [("Connection", "close")]))
+        except ConnectionError as exc:
+            log.debug("connection lost: %s", exc)
+        finally:
+            self._connections.pop(task, None) if task is not None else None
+            await _close(writer)
+
+    async def disconnect(self, seconds: float = 5.0) -> None:
+        """End every open connection (after stopping listening) and wait for their handlers."""
+        for writer in self._connections.values():
+            writer.transport.abort()
+        if self._connections:
+            await asyncio.wait(list(self._connections), timeout=seconds)
+
+    async def _serve(self, request: Request, chunks: ChunkReader, writer: asyncio.StreamWriter) -> None:
+        service = urlsplit(request.uri).path.rstrip("/").rsplit("/", 1)[-1].upper()
+        if service not in SERVICES:
+            await _drain(chunks)
+            writer.write(response(404, "ICAP Service Not Found"))
+        elif request.method == "OPTIONS":
+            writer.write(self._options(service))
+        elif request.method != service:
+            await _drain(chunks)
+            writer.write(response(405, "Method Not Allowed"))
+        elif service == "RESPMOD":
+            await self._respmod(Transaction(request, chunks, writer))
+        else:
+            await self._reqmod(Transaction(request, chunks, writer))
+
+    def _options(self, service: str) -> bytes:
+        headers = [
+            ("Methods", service),
+            ("Service", "Vakta known-material filter"),
+            ("Allow", "204"),
+            # REQMOD decides on the URL alone: no request body is wanted before the answer.
+            ("Preview", str(PREVIEW_BYTES if service == "RESPMOD" else 0)),
+            ("Transfer-Preview", "*"),
+            ("Options-TTL", "3600"),
+        ]
+        return response(200, "OK", headers)
+
+    async def _reqmod(self, t: Transaction) -> None:
+        if t.request.body and t.request.preview is not None and await self._gather(t, t.request.preview):
+            raise ProtocolError("preview longer than announced")
+        url = _request_url(t.request.req_hdr)
+        hits = self.urls.lookup(url)
+        if not hits:
+            self.counts["passed"] += 1
+            return await self._pass_rest(t, None)
+        self.counts["blocked urls"] += 1
+        log.warning("blocked a request to a listed URL (list %s)", hits[0].entry.list_name)
+        if not _rest_with_proxy(t):
+            await _drain(t.chunks)
+        headers = t.request.headers
+        await asyncio.get_running_loop().run_in_executor(
+            None,
+            self.alerts.url_listed,
+            url,
+            hits,
+            headers.get("x-client-ip"),
+            headers.get("x-authenticated-user"),
+        )
+        self._block(t)
+
+    async def _respmod(self, t: Transaction) -> None:
+        if t.request.body is None:
+            return self._pass(t)
+        _, res = http_headers(t.request.res_hdr)
+        if t.request.preview is None:
+            await self._gather(t, SNIFF_BYTES)  # enough to tell the type
+        elif await self._gather(t, t.request.preview):
+            raise ProtocolError("preview longer than announced")
+        if not wanted(res.get("content-type"), bytes(t.kept[:SNIFF_BYTES]), res.get("content-encoding")):
+            self.counts["passed"] += 1
+            return await self._pass_rest(t, None)
+        if _rest_with_proxy(t):
+            t.writer.write(b"ICAP/1.0 100 Continue\r\n\r\n")
+            await t.writer.drain()
+            t.continued = True
+            t.chunks.again()
+        if await self._gather(t, self.policy.max_body_bytes):
+            return await self._pass_rest(t, "larger than the body limit")
+        await self._decide(t)
+
+    async def _gather(self, t: Transaction, limit: int) -> bool:
+        """Read chunks into ``kept`` until the (preview's) end; True when ``limit`` was passed first."""
+        while len(t.kept) <= limit:
+            chunk = await t.chunks.next()
+            if chunk is None:
+                return False
+            t.kept += chunk
+        return True
+
+    async def _decide(self, t: Transaction) -> None:
+        url = _request_url(t.request.req_hdr)
+        loop = asyncio.get_running_loop()
+        try:
+            findings = await asyncio.wait_for(
+                loop.run_in_executor(self.pool, self.examine, bytes(t.kept), url), self.policy.max_seconds
+            )
+        except TimeoutError:
+            return self._unchecked(t, "timed out")
+        except Exception as exc:  # one body's failure is never the connection's
+            log.exception("checking %s failed", url)
+            return self._unchecked(t, f"failed: {type(exc).__name__}")
+        matched = [f for f in findings if f.matched]
+        errors = [e for f in findings for e in f.signals.errors]
+        if errors:
+            log.info("%s: %s", url, "; ".join(errors))
+        if not matched:
+            self.counts["passed"] += 1
+            return self._pass(t)
+        self.counts["blocked"] += 1
+        log.warning(
+            "blocked %s: matched %s",
+            url,
+            ", ".join(sorted({m.meta.list_name for f in matched for m in f.matches})),
+        )
+        headers = t.request.headers
+        await loop.run_in_executor(
+            None,
+            self.alerts.matched,
+            matched,
+            headers.get("x-client-ip"),
+            headers.get("x-authenticated-user"),
+        )
+        self._block(t)
+
+    def _unchecked(self, t: Transaction, why: str) -> None:
+        self.counts["unchecked"] += 1
+        log.info("body of %s not checked: %s", _request_url(t.request.req_hdr), why)
+        if self.policy.block_unchecked:
+            self.counts["blocked"] += 1
+            return self._block(t)
+        self._pass(t)
+
+    def _block(self, t: Transaction) -> None:
+        page = BLOCK_PAGE.encode()
+        status = self.policy.block_status
+        head = (
+            f"HTTP/1.1 {status} {html.escape(_REASONS.get(status, 'Blocked'))}\r\n"
+            "Content-Type: text/html; charset=utf-8\r\n"
+            f"Content-Length: {len(page)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+        )
+        t.writer.write(response(200, "OK", res_hdr=head.encode("latin-1"), body=page))
+
+    def _pass(self, t: Transaction) -> None:
+        """The response unchanged: 204 when the proxy allows it, else the whole of it echoed back."""
+        if t.request.allows_204 or _rest_with_proxy(t):
+            t.writer.write(response(204, "No Content"))
+        else:
+            body = bytes(t.kept) if t.request.body else None
+            t.writer.write(response(200, "OK", res_hdr=t.head, body=body, part=t.part))
+
+    async def _pass_rest(self, t: Transaction, unchecked: str | None) -> None:
+        """Pass a body not (or not wholly) read: at once after a preview, else drained or streamed back."""
+        if unchecked:
+            self.counts["unchecked"] += 1
+            log.info("body of %s not checked: %s", _request_url(t.request.req_hdr), unchecked)
+            if self.policy.block_unchecked:
+                if not _rest_with_proxy(t):
+                    await _drain(t.chunks)
+                self.counts["blocked"] += 1
+                return self._block(t)
+        if _rest_with_proxy(t) or t.chunks.done:
+            return self._pass(t)
+        if t.request.allows_204:
+            await _drain(t.chunks)
+            return self._pass(t)
+        await self._echo(t)
+
+    async def _echo(self, t: Transaction) -> None:
+        """Send the response back as it comes, holding no more than one chunk (no ``Allow: 204``)."""
+        head = response(200, "OK", res_hdr=t.head, body=b"", part=t.part)
+        t.writer.write(head[: -len(chunked(b""))])
+        if t.kept:
+            t.writer.write(b"%x\r\n%s\r\n" % (len(t.kept), bytes(t.kept)))
+        while (chunk := await t.chunks.next()) is not None:
+            t.writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await t.writer.drain()
+        t.writer.write(b"0\r\n\r\n")
+
+
+def _rest_with_proxy(t: Transaction) -> bool:
+    """A preview ended and the proxy still holds the rest of the body (so 204 is always allowed)."""
+    return t.request.body is not None and t.request.preview is not None and not (t.continued or t.chunks.ieof)
+
+
+async def _drain(chunks: ChunkReader) -> None:
+    while await chunks.next() is not None:
+        pass
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    try:
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+    except (ConnectionError, OSError):
+        pass
+
+
+def _request_url(req_hdr: bytes) -> str:
+    """The URL of the encapsulated HTTP request (absolute, as proxies send it, or built from ``Host``)."""
+    if not req_hdr:
+        return "unknown"
+    first, headers = http_headers(req_hdr)
+    parts = first.split(" ")
+    target = parts[1] if len(parts) == 3 else ""
+    if parts[0].upper() == "CONNECT":
+        return f"https://{target}"
+    if target.startswith("/"):
+        return f"http://{headers.get('host', 'unknown')}{target}"
+    return target or "unknown"
