@@ -24,14 +24,16 @@ from typing import Any
 import httpx
 import pytest
 from server.conftest import Served, vakta_command
+from watchdog.events import FileSystemEvent
+from watchdog.observers import Observer
 
 from vakta import testsignature
 from vakta.agent import client as agent_client
-from vakta.agent import identity
+from vakta.agent import core, identity
 from vakta.agent.core import Agent, Settings, backoff
 from vakta.agent.identity import AGENT_FOLDER, IDENTITY_FILE, QUEUE_FILE
 from vakta.agent.queue import AlertQueue
-from vakta.agent.watch import Debouncer, default_paths, new_mounts, read_mount_points
+from vakta.agent.watch import ChangeHandler, Debouncer, default_paths, new_mounts, read_mount_points
 from vakta.server.accounts import create_token
 from vakta.server.db import Database
 from vakta.server.models import Role
@@ -325,6 +327,37 @@ def test_a_new_volume_is_watched_and_scanned(offline_agent: Agent, tmp_path: Pat
     wait_for("the new file's alert", lambda: offline_agent.queue.pending() == 2, timeout=5)
     paths = sorted(body["path"] for _, body in offline_agent.queue.batch(10))
     assert paths == [str(volume / "DCIM" / "a.jpg"), str(volume / "later.jpg")]
+
+
+def test_reads_in_watched_folders_cost_no_events(
+    idle_agent: Agent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only changes reach the agent: its own reads while scanning (opens, read-only closes) do not."""
+    seen: list[str] = []
+
+    class Recording(ChangeHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            seen.append(event.event_type)
+            super().on_any_event(event)
+
+    monkeypatch.setattr(core, "ChangeHandler", Recording)
+    observer = Observer()
+    assert idle_agent.watch(observer, tmp_path / "watched")
+    observer.start()
+    try:
+        path = tmp_path / "watched" / "a.txt"
+        path.write_bytes(b"benign")
+        wait_for("the write's events", lambda: "closed" in seen)
+        seen.clear()
+        for _ in range(5):
+            path.read_bytes()
+        time.sleep(0.5)
+        assert seen == []
+        assert len(idle_agent.debouncer) == 1
+    finally:
+        observer.stop()
+        observer.join(10)
+        idle_agent.close()
 
 
 def test_the_same_file_version_is_one_alert(idle_agent: Agent, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from vakta import __version__, bundles
 from vakta.agent import client, listsync
 from vakta.agent.identity import QUEUE_FILE, Identity, agent_folder
 from vakta.agent.queue import AlertQueue
-from vakta.agent.watch import ChangeHandler, Debouncer, new_mounts, read_mount_points
+from vakta.agent.watch import WATCHED_EVENTS, ChangeHandler, Debouncer, new_mounts, read_mount_points
 from vakta.containers import Limits
 from vakta.findings import Finding
 from vakta.lists.store import DETECT, IGNORE, ListStore
@@ -203,7 +203,8 @@ class Agent:
             log.info("not watching %s: no such folder", path)
             return False
         try:
-            observer.schedule(ChangeHandler(self.debouncer), str(path), recursive=True)
+            handler = ChangeHandler(self.debouncer)
+            observer.schedule(handler, str(path), recursive=True, event_filter=WATCHED_EVENTS)
         except OSError as exc:
             log.warning("cannot watch %s: %s", path, exc)
             return False
