@@ -74,6 +74,8 @@ class Transaction:
 
     #: ``100 Continue`` was sent: the body after the preview is on its way.
     continued: bool = False
+    #: The answer's head was sent before the body was whole (see :meth:`IcapServer._answer_head`).
+    answered: bool = False
 
 
 class IcapServer:
@@ -201,6 +203,8 @@ class IcapServer:
             await t.writer.drain()
             t.continued = True
             t.chunks.again()
+        if not t.request.allows_204 and not t.chunks.done:
+            await self._answer_head(t)
         if await self._gather(t, self.policy.max_body_bytes):
             return await self._pass_rest(t, "larger than the body limit")
         await self._decide(t)
@@ -257,7 +261,26 @@ class IcapServer:
             return self._block(t)
         self._pass(t)
 
+    async def _answer_head(self, t: Transaction) -> None:
+        """Send the answer's head before reading the rest of a body the proxy will not let us 204.
+
+        A proxy that offers no ``Allow: 204`` (Squid, for a body over its 64 KiB
+        buffer) sends no more of the body until the answer starts.  The HTTP
+        head goes back at once, unchanged; the body follows once checked, or,
+        on a match, nothing of it does: the exchange is broken off before its
+        first byte (the client sees a cut-off transfer), never a byte of the matched file.
+        """
+        answer = response(200, "OK", res_hdr=t.head, body=b"", part=t.part)
+        t.writer.write(answer[: -len(chunked(b""))])
+        await t.writer.drain()
+        t.answered = True
+
     def _block(self, t: Transaction) -> None:
+        if t.answered:
+            # The head went out already: break the exchange off before any of the body, so the
+            # proxy aborts the response at once (ending the body cleanly leaves clients waiting).
+            t.writer.transport.abort()
+            return
         page = BLOCK_PAGE.encode()
         status = self.policy.block_status
         head = (
@@ -269,6 +292,11 @@ class IcapServer:
 
     def _pass(self, t: Transaction) -> None:
         """The response unchanged: 204 when the proxy allows it, else the whole of it echoed back."""
+        if t.answered:
+            if t.kept:
+                t.writer.write(b"%x\r\n%s\r\n" % (len(t.kept), bytes(t.kept)))
+            t.writer.write(b"0\r\n\r\n")
+            return
         if t.request.allows_204 or _rest_with_proxy(t):
             t.writer.write(response(204, "No Content"))
         else:
@@ -294,8 +322,9 @@ class IcapServer:
 
     async def _echo(self, t: Transaction) -> None:
         """Send the response back as it comes, holding no more than one chunk (no ``Allow: 204``)."""
-        head = response(200, "OK", res_hdr=t.head, body=b"", part=t.part)
-        t.writer.write(head[: -len(chunked(b""))])
+        if not t.answered:
+            head = response(200, "OK", res_hdr=t.head, body=b"", part=t.part)
+            t.writer.write(head[: -len(chunked(b""))])
         if t.kept:
             t.writer.write(b"%x\r\n%s\r\n" % (len(t.kept), bytes(t.kept)))
         while (chunk := await t.chunks.next()) is not None:
