@@ -194,6 +194,15 @@ def parse_size(text: str) -> int:
     return int(number * _UNITS[unit])
 
 
+#: Options every command that matches against the lists shares (scan, lookup, icap).
+ListsOpt = Annotated[
+    list[str] | None, typer.Option("--list", help="Use only this list (repeatable). Default: all.")
+]
+ThresholdOpt = Annotated[int, typer.Option("--threshold", min=0, max=256, help="PDQ match distance (bits).")]
+NoTestListOpt = Annotated[
+    bool, typer.Option("--no-test-list", help="Do not match the built-in test signature.")
+]
+
 _DEFAULT_LIMITS = Limits()
 ContainersOpt = Annotated[
     bool,
@@ -589,9 +598,7 @@ def _refresh_index(home: Path, store: ListStore) -> None:
 def scan_command(
     ctx: typer.Context,
     paths: Annotated[list[str], typer.Argument(help="Files and folders to scan (recursively).")],
-    lists: Annotated[
-        list[str] | None, typer.Option("--list", help="Use only this list (repeatable). Default: all.")
-    ] = None,
+    lists: ListsOpt = None,
     fmt: Annotated[ReportFormat, typer.Option("--format", help="Report format.")] = ReportFormat.jsonl,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Report file (default: stdout).")
@@ -602,12 +609,8 @@ def scan_command(
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Hashing processes (default: one per core).")
     ] = None,
-    threshold: Annotated[
-        int, typer.Option("--threshold", min=0, max=256, help="PDQ match distance (bits).")
-    ] = DEFAULT_THRESHOLD,
-    no_test_list: Annotated[
-        bool, typer.Option("--no-test-list", help="Do not match the built-in test signature.")
-    ] = False,
+    threshold: ThresholdOpt = DEFAULT_THRESHOLD,
+    no_test_list: NoTestListOpt = False,
     cache: Annotated[
         bool, typer.Option("--cache", help="Reuse signals of unchanged files (kept in the Vakta home).")
     ] = False,
@@ -862,15 +865,9 @@ def lookup_command(
     hashes: Annotated[
         list[str], typer.Argument(help="Hashes (kind from the length, or kind:value); - reads one per line.")
     ],
-    lists: Annotated[
-        list[str] | None, typer.Option("--list", help="Use only this list (repeatable). Default: all.")
-    ] = None,
-    threshold: Annotated[
-        int, typer.Option("--threshold", min=0, max=256, help="PDQ match distance (bits).")
-    ] = DEFAULT_THRESHOLD,
-    no_test_list: Annotated[
-        bool, typer.Option("--no-test-list", help="Do not match the built-in test signature.")
-    ] = False,
+    lists: ListsOpt = None,
+    threshold: ThresholdOpt = DEFAULT_THRESHOLD,
+    no_test_list: NoTestListOpt = False,
 ) -> None:
     """Check hashes without any file: one JSON line per hash with its matches. Exit 1 on a match."""
     with _open_store(ctx) as store:
@@ -927,15 +924,9 @@ def selftest_command() -> None:
 def icap_command(
     ctx: typer.Context,
     listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to serve ICAP on.")] = "127.0.0.1:1344",
-    lists: Annotated[
-        list[str] | None, typer.Option("--list", help="Use only this list (repeatable).")
-    ] = None,
-    threshold: Annotated[
-        int, typer.Option("--threshold", min=0, max=256, help="PDQ match distance.")
-    ] = DEFAULT_THRESHOLD,
-    no_test_list: Annotated[
-        bool, typer.Option("--no-test-list", help="Do not match the test signature.")
-    ] = False,
+    lists: ListsOpt = None,
+    threshold: ThresholdOpt = DEFAULT_THRESHOLD,
+    no_test_list: NoTestListOpt = False,
     max_body: Annotated[str, typer.Option("--max-body-size", help="Larger bodies pass unchecked.")] = "64M",
     max_seconds: Annotated[float, typer.Option("--max-body-seconds", help="Time to check one body.")] = 30.0,
     block_unchecked: Annotated[
