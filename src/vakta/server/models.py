@@ -117,6 +117,13 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled_at: Mapped[datetime | None]
+    #: Base32 TOTP secret (RFC 6238) once the user started enrolling a second factor.
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    #: Set when the user proved a first code: from then on logins need one.
+    totp_enabled_at: Mapped[datetime | None]
+    #: Failed logins since the last good one; past a threshold the account locks for a while.
+    failed_logins: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[datetime | None]
 
 
 class ApiToken(Base):
@@ -190,6 +197,8 @@ class Incident(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_alert_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: First human response (state change, assignment or note): time to respond starts here.
+    acknowledged_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
 
     assignee: Mapped[User | None] = relationship(lazy="selectin")
@@ -263,3 +272,50 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ActionPlanStep(Base):
+    """One step of the company's action plan (triage, preserve evidence, report to police...).
+
+    Steps are retired rather than deleted, so incidents keep the steps they were worked by.
+    """
+
+    __tablename__ = "action_plan_steps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    position: Mapped[int] = mapped_column(default=0)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    #: A required step must be done (or the incident be a test or false positive) to close.
+    required: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None]
+
+
+class IncidentStep(Base):
+    """A step of the action plan done for one incident: who, when, with an optional note."""
+
+    __tablename__ = "incident_steps"
+    __table_args__ = (UniqueConstraint("incident_id", "step_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    step_id: Mapped[int] = mapped_column(ForeignKey("action_plan_steps.id"))
+    done_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_by: Mapped[str] = mapped_column(String(160))
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class ForwardCursor(Base):
+    """How far one SIEM forwarder has followed the audit log (its last sent ``seq``).
+
+    ``name`` identifies the destination without its credentials.
+    """
+
+    __tablename__ = "forward_cursors"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
+    sent: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
