@@ -174,6 +174,8 @@ class Agent(Base):
     list_version: Mapped[str] = mapped_column(String(128), default="")
     last_scan_at: Mapped[datetime | None]
     queue_length: Mapped[int] = mapped_column(default=0)
+    #: The agent's scheduled full scan as its last heartbeat told it (state, files, bytes...).
+    scan_progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Incident(Base):

@@ -1,4 +1,4 @@
-"""Response workflow: TOTP and login lockout, time to respond, the action plan, SIEM cursors.
+"""Response workflow: TOTP and login lockout, agents' scan progress, time to respond, the action plan, SIEM cursors.
 
 Revision ID: 0002
 Revises: 0001
@@ -26,6 +26,8 @@ def upgrade() -> None:
         users.add_column(sa.Column("totp_enabled_at", sa.DateTime(timezone=True), nullable=True))
         users.add_column(sa.Column("failed_logins", sa.Integer(), nullable=False, server_default="0"))
         users.add_column(sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("agents") as agents:
+        agents.add_column(sa.Column("scan_progress", sa.JSON(), nullable=True))
     with op.batch_alter_table("incidents") as incidents:
         incidents.add_column(sa.Column("acknowledged_at", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
@@ -75,6 +77,8 @@ def downgrade() -> None:
     op.drop_table("action_plan_steps")
     with op.batch_alter_table("incidents") as incidents:
         incidents.drop_column("acknowledged_at")
+    with op.batch_alter_table("agents") as agents:
+        agents.drop_column("scan_progress")
     with op.batch_alter_table("users") as users:
         users.drop_column("locked_until")
         users.drop_column("failed_logins")
