@@ -505,6 +505,30 @@ def test_scanner_matches_the_test_signature_inside_images_with_location_chains(e
     ]
 
 
+def _report(scanner: Scanner, folder: Path) -> list[tuple[str, Any]]:
+    """Each finding's location and everything it reports, in the order the scan wrote them per item."""
+    rows = [(f.signals.location, f.to_dict()) for f in scanner.scan([str(folder)])]
+    items: dict[str, list[tuple[str, Any]]] = {}
+    for location, row in rows:
+        items.setdefault(location.split(" > ")[0], []).append((location, row))
+    return [row for item in sorted(items) for row in items[item]]
+
+
+def test_images_split_between_worker_processes_report_what_one_process_reports(evidence: Evidence) -> None:
+    """Every disk image and ZIP split into shares (one per worker) gives the same findings in the same order."""
+    matcher = Matcher(ListIndex.build(testsignature.entry_rows()))
+    whole = _report(Scanner(matcher, OPTIONS), evidence.folder)
+    split_scanner = Scanner(matcher, OPTIONS, workers=3, shard_bytes=0)
+    split = _report(split_scanner, evidence.folder)
+    assert split_scanner.split >= 6  # card, linux, disk, gpt, E01 images, the zip
+    assert [loc for loc, _ in split] == [loc for loc, _ in whole]
+    assert split == whole
+    nested = dict(split)[f"{evidence.folder / 'card.img'} > /vm/inner.img > /sig.jpg"]
+    assert nested["matches"] and nested["parent_md5"] == md5(evidence.inner)
+    top = dict(split)[f"{evidence.folder / 'card.img'} > /DCIM/a.jpg"]
+    assert top["parent_md5"] == md5((evidence.folder / "card.img").read_bytes())
+
+
 def test_a_zip_inside_a_partition_is_opened_in_turn(evidence: Evidence) -> None:
     if reader_for("application/zip") is None:
         pytest.skip("no zip reader is registered")

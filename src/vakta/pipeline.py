@@ -16,10 +16,12 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import Any
 
 from vakta.cache import SignalCache
 from vakta.containers import Limits, reader_for
 from vakta.containers.expand import Expansion, member_signals
+from vakta.containers.shard import Shard, shardable
 from vakta.findings import Finding
 from vakta.items import Item, ItemChangedError
 from vakta.matching.knowngood import KnownGood
@@ -73,6 +75,10 @@ def hash_tree(
 
 #: A container at least this large is digested on its own thread while its members are hashed.
 OVERLAP_CONTAINER_BYTES = 64 << 20
+
+
+#: A container at least this large is split between the worker processes when its reader allows.
+SHARD_BYTES = 256 << 20
 
 
 def _sniffed_type(item: Item) -> str | None:
@@ -131,6 +137,60 @@ class Work:
                 cached.pdq_queries = []
         return [(s, [] if s.skipped else self.finder.find(s)) for s in tree]
 
+    def digest(self, item: Item) -> Hashed:
+        """The item alone (a split container's own digests), with what it hits."""
+        signals = hash_item(item, self.options, self.known_good)
+        return signals, [] if signals.skipped else self.finder.find(signals)
+
+    def shard(self, item: Item, kind: str, index: int, count: int) -> ShardResult:
+        """One share of a split container's members (see :mod:`vakta.containers.shard`)."""
+        assert self.limits is not None, "only containers that are opened are split"
+        path, path_b64 = item.display
+        listing = Signals(path=path, path_b64=path_b64, type=kind)
+        shard = Shard(index, count)
+        expansion = Expansion.start(self.options, self.known_good, self.limits)
+        groups = _top_level_groups(member_signals(listing, item.open, expansion, shard))
+        if len(groups) != len(shard.positions):
+            raise RuntimeError(f"{len(groups)} member groups for {len(shard.positions)} members")
+        found = [[(s, [] if s.skipped else self.finder.find(s)) for s in group] for group in groups]
+        return ShardResult(listing.errors, list(zip(shard.positions, found, strict=True)))
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What one process found in its share of a split container."""
+
+    #: Errors on the container itself (its listing), the same in every share.
+    errors: list[str]
+    #: Each top-level member's listing position, with its signals and those inside it.
+    groups: list[tuple[int, list[Hashed]]]
+
+
+def _top_level_groups(members: list[Signals]) -> list[list[Signals]]:
+    """Depth-first member signals cut into one group per top-level member."""
+    groups: list[list[Signals]] = []
+    for signals in members:
+        if len(signals.inside) == 1 or not groups:
+            groups.append([])
+        groups[-1].append(signals)
+    return groups
+
+
+def merge_shards(digest: Hashed, shards: list[ShardResult]) -> list[Hashed]:
+    """A split container's tree as one process would have made it: itself, then members in listing order."""
+    signals, _ = digest
+    for error in (e for shard in shards for e in shard.errors):
+        if error not in signals.errors:
+            signals.errors.append(error)
+    if signals.skipped:  # a known-good container is not opened
+        return [digest]
+    groups = sorted((g for shard in shards for g in shard.groups), key=lambda g: g[0])
+    tree = [digest]
+    for _, group in groups:
+        group[0][0].parent_md5 = signals.md5
+        tree += group
+    return tree
+
 
 # Worker-process state, set once by the pool initializer.
 _worker: Work | None = None
@@ -144,6 +204,16 @@ def _init_worker(work: Work) -> None:
 def _in_worker(item: Item, cached: Signals | None) -> list[Hashed]:
     assert _worker is not None, "worker used before its initializer ran"
     return _worker(item, cached)
+
+
+def _digest_in_worker(item: Item) -> Hashed:
+    assert _worker is not None, "worker used before its initializer ran"
+    return _worker.digest(item)
+
+
+def _shard_in_worker(item: Item, kind: str, index: int, count: int) -> ShardResult:
+    assert _worker is not None, "worker used before its initializer ran"
+    return _worker.shard(item, kind, index, count)
 
 
 #: An item with the signals and hits of it and its members.
@@ -170,6 +240,10 @@ class Scanner:
     discovered: int = 0
     #: Where hashing runs: None for this machine (``workers`` processes), else e.g. a Dask cluster.
     runner: Runner | None = None
+    #: Containers at least this large, of a reader that allows it, are split between the workers.
+    shard_bytes: int = SHARD_BYTES
+    #: Containers split so far.
+    split: int = 0
 
     def items(self, targets: Iterable[str]) -> Iterator[Item]:
         for target in targets:
@@ -215,7 +289,7 @@ class Scanner:
 
     def _parallel(self, work: Work, pending: Pending) -> Iterator[Result]:
         window = self.workers * 8
-        in_flight: dict[Future[list[Hashed]], Item] = {}
+        in_flight: dict[Future[Any], Item | _Split] = {}
         pool = self._new_pool(work)
         try:
             exhausted = False
@@ -229,33 +303,69 @@ class Scanner:
                     if item.error or item.skip:
                         yield item, work(item, None)
                         continue
-                    in_flight[pool.submit(_in_worker, item, cached)] = item
+                    kind = self._split_kind(item, cached)
+                    if kind is None:
+                        in_flight[pool.submit(_in_worker, item, cached)] = item
+                    else:
+                        in_flight.update(dict.fromkeys(self._submit_split(pool, item, kind), _Split(item)))
                 if not in_flight:
                     continue
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                suspects: list[Item] = []
+                suspects: dict[int, Item] = {}
                 for future in done:
-                    item = in_flight.pop(future)
+                    owner = in_flight.pop(future)
+                    item = owner.item if isinstance(owner, _Split) else owner
                     try:
-                        tree = future.result()
+                        result = future.result()
                     except BrokenProcessPool:
-                        suspects.append(item)
+                        suspects[id(item)] = item
                         continue
                     except Exception as exc:  # e.g. an unpicklable result: this item only
-                        tree = [(failed(item, f"hashing failed: {type(exc).__name__}: {exc}"), [])]
-                    yield item, tree
+                        if isinstance(owner, _Split):
+                            owner.failed = f"{type(exc).__name__}: {exc}"
+                            result = None
+                        else:
+                            yield item, [(failed(item, f"hashing failed: {type(exc).__name__}: {exc}"), [])]
+                            continue
+                    if not isinstance(owner, _Split):
+                        yield item, result
+                    elif owner.add(result, in_flight):
+                        if owner.failed is None:
+                            yield item, owner.merged()
+                        else:
+                            log.warning(
+                                "%s: split hashing failed (%s); hashed whole", item.display[0], owner.failed
+                            )
+                            tree, pool = self._isolated(work, pool, item)
+                            yield item, tree
                 if suspects:
                     # One item killed its worker and the pool with it: retry every
                     # item that was in flight alone, so only the culprit fails.
-                    suspects += in_flight.values()
+                    for owner in in_flight.values():
+                        other = owner.item if isinstance(owner, _Split) else owner
+                        suspects[id(other)] = other
                     in_flight.clear()
                     pool.shutdown(wait=False, cancel_futures=True)
                     pool = self._new_pool(work)
-                    for item in suspects:
+                    for item in suspects.values():
                         tree, pool = self._isolated(work, pool, item)
                         yield item, tree
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _split_kind(self, item: Item, cached: Signals | None) -> str | None:
+        """The sniffed type of a container to split between the workers, or None to hash it whole."""
+        if self.limits is None or cached is not None or item.size < self.shard_bytes:
+            return None
+        kind = _sniffed_type(item)
+        return kind if shardable(reader_for(kind)) else None
+
+    def _submit_split(self, pool: ProcessPoolExecutor, item: Item, kind: str) -> list[Future[Any]]:
+        """The container's own digests, and one share of its members per worker."""
+        self.split += 1
+        log.info("%s: split between %d worker processes", item.display[0], self.workers)
+        shares = [pool.submit(_shard_in_worker, item, kind, i, self.workers) for i in range(self.workers)]
+        return [pool.submit(_digest_in_worker, item), *shares]
 
     def _isolated(
         self, work: Work, pool: ProcessPoolExecutor, item: Item
@@ -268,6 +378,29 @@ class Scanner:
 
     def _new_pool(self, work: Work) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.workers, initializer=_init_worker, initargs=(work,))
+
+
+@dataclass
+class _Split:
+    """A container whose digests and shares of members are hashed by several workers at once."""
+
+    item: Item
+    digest: Hashed | None = None
+    shards: list[ShardResult] = field(default_factory=list)
+    #: Why a part failed: the container is then hashed again, whole, in one worker.
+    failed: str | None = None
+
+    def add(self, result: Hashed | ShardResult | None, in_flight: dict[Future[Any], Item | _Split]) -> bool:
+        """Take one part's result; True when no part is left in flight."""
+        if isinstance(result, ShardResult):
+            self.shards.append(result)
+        elif result is not None:
+            self.digest = result
+        return not any(owner is self for owner in in_flight.values())
+
+    def merged(self) -> list[Hashed]:
+        assert self.digest is not None
+        return merge_shards(self.digest, self.shards)
 
 
 def failed(item: Item, message: str) -> Signals:

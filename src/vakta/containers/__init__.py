@@ -110,7 +110,12 @@ class Member:
 
 
 class ContainerReader(Protocol):
-    """Reads one kind of container."""
+    """Reads one kind of container.
+
+    A reader may also set ``shardable = True`` when listing its members is cheap
+    and each member reads independently of the others: a large container of its
+    kind is then split between worker processes (see :mod:`vakta.containers.shard`).
+    """
 
     name: str
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from vakta.containers import Budget, LimitedStream, LimitExceeded, Limits, Member, MemberStream, reader_for
+from vakta.containers.shard import Shard
 from vakta.signals.compute import KnownGoodCheck, compute_signals
 from vakta.signals.model import HashOptions, Signals
 from vakta.signals.sniff import content_type
@@ -80,17 +81,21 @@ def _member_pool(threads: int) -> ThreadPoolExecutor:
         return _POOL[1]
 
 
-def member_signals(parent: Signals, open_parent: Opener, expansion: Expansion) -> list[Signals]:
+def member_signals(
+    parent: Signals, open_parent: Opener, expansion: Expansion, shard: Shard | None = None
+) -> list[Signals]:
     """Signals of every member below ``parent`` (not ``parent`` itself); errors land on ``parent``.
 
     The members of the top-level container are read one after the other (as
     readers require) and hashed on :func:`default_threads` threads, so a single
     disk image or archive uses every core; what is nested deeper is hashed in
     the thread of the member it is inside.  The order is depth-first, as if
-    hashed one by one.
+    hashed one by one.  With ``shard``, only that share of the top-level
+    members (and what is inside them) is hashed; ``shard.positions`` says where
+    each sat in the listing.
     """
     out: list[Signals] = []
-    _expand(parent, open_parent, expansion, frozenset(), out, parallel=expansion.threads > 1)
+    _expand(parent, open_parent, expansion, frozenset(), out, parallel=expansion.threads > 1, shard=shard)
     return out
 
 
@@ -101,13 +106,14 @@ def _expand(
     ancestors: frozenset[str],
     out: list[Signals],
     parallel: bool = False,
+    shard: Shard | None = None,
 ) -> None:
     if reader_for(parent.type) is None:
         return
     try:
         with open_parent() as stream:
             seekable = _seekable(stream, expansion.options)
-            _list_members(parent, seekable, expansion, ancestors, out, parallel)
+            _list_members(parent, seekable, expansion, ancestors, out, parallel, shard)
     except LimitExceeded as exc:
         parent.errors.append(str(exc))
     except OSError as exc:
@@ -121,6 +127,7 @@ def _list_members(
     ancestors: frozenset[str],
     out: list[Signals],
     parallel: bool = False,
+    shard: Shard | None = None,
 ) -> None:
     reader = reader_for(parent.type)
     if reader is None:
@@ -137,6 +144,8 @@ def _list_members(
     try:
         for member in reader.members(stream):
             expansion.budget.count_member()
+            if shard is not None and not shard.owns(member):
+                continue
             if slots is None or not slots.take(parent, member, inner):
                 _hash_member(parent, member, expansion, inner, slots.inline() if slots else out)
     except LimitExceeded as exc:

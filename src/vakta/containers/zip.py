@@ -48,6 +48,8 @@ class ZipReader:
     """Reads ZIP archives and ZIP-based documents."""
 
     name: str = "zip"
+    #: The central directory lists members at once and each reads on its own (see containers.shard).
+    shardable: bool = True
 
     def accepts(self, content_type: str) -> bool:
         return content_type in ZIP_TYPES or content_type.startswith(ZIP_TYPE_PREFIXES)

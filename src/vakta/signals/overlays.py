@@ -47,10 +47,9 @@ MIN_ELIGIBLE = 0.3
 Shares = NDArray[np.float64]
 
 
-def _share(stepped: NDArray[np.bool_], eligible: NDArray[np.bool_]) -> Shares:
-    count = eligible.sum(axis=1)
-    share: Shares = stepped.sum(axis=1) / np.maximum(count, 1)
-    share[count < MIN_ELIGIBLE * eligible.shape[1]] = 0.0
+def _shares(stepped: NDArray[np.bool_], count: NDArray[np.intp], lines: int) -> Shares:
+    share: Shares = np.count_nonzero(stepped, axis=1) / np.maximum(count, 1)
+    share[count < MIN_ELIGIBLE * lines] = 0.0
     return share
 
 
@@ -59,15 +58,14 @@ def _edge_shares(luma: LumaArray) -> tuple[Shares, Shares]:
 
     Each share counts only columns with room for the step on the dark (bright)
     side, so a light band over a white background is still seen at its edges.
+    The masks are computed once for both directions: this runs on every picture.
     """
-    before, after = luma[:-2], luma[2:]  # over two rows: edges blurred by decoding
-    step = after - before
-    up = _share(
-        (step > STEP) & (before < 255 - HEADROOM), (before < 255 - HEADROOM) | (after < 255 - HEADROOM)
-    )
-    down = _share(
-        (step < -STEP) & (after < 255 - HEADROOM), (before < 255 - HEADROOM) | (after < 255 - HEADROOM)
-    )
+    room = luma < 255 - HEADROOM
+    before_room, after_room = room[:-2], room[2:]  # over two rows: edges blurred by decoding
+    step = luma[2:] - luma[:-2]
+    count = np.count_nonzero(before_room | after_room, axis=1)
+    up = _shares((step > STEP) & before_room, count, luma.shape[1])
+    down = _shares((step < -STEP) & after_room, count, luma.shape[1])
     return up, down
 
 

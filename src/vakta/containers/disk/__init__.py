@@ -55,6 +55,8 @@ class DiskImageReader:
     """Reads raw and EWF disk images and filesystem images through The Sleuth Kit."""
 
     name = "disk"
+    #: Listing walks metadata only and each file reads at its own offsets (see containers.shard).
+    shardable = True
 
     def accepts(self, content_type: str) -> bool:
         return content_type in (EWF_TYPE, DISK_TYPE, FILESYSTEM_TYPE)
