@@ -204,7 +204,13 @@ class IcapServer:
             t.continued = True
             t.chunks.again()
         if not t.request.allows_204 and not t.chunks.done:
-            await self._answer_head(t)
+            if t.continued:
+                # Only once the proxy acts on the 100 Continue (the rest arrives) may the head go
+                # out: Squid loses an answer head that reaches it in the same read as the
+                # 100 Continue, and both sides then wait on each other until a timeout.
+                await self._gather(t, len(t.kept))
+            if not t.chunks.done:
+                await self._answer_head(t)
         if await self._gather(t, self.policy.max_body_bytes):
             return await self._pass_rest(t, "larger than the body limit")
         await self._decide(t)
