@@ -41,6 +41,8 @@ from vakta.server.models import Role
 pytest.importorskip("watchdog")
 
 FAST = ["--quiet-seconds", "0.3", "--heartbeat-seconds", "1", "--max-retry-seconds", "0.5", "--nice", "0"]
+#: Full scans have their own tests (tests/test_agent_schedule.py); here they would race the drops.
+FAST += ["--full-scan-interval", "0"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -175,7 +177,7 @@ def test_dropped_signature_reaches_the_console_within_5_s(console: Console) -> N
     assert {m["list"] for m in alert["matches"]} == {testsignature.LIST_NAME}
     assert alert["user"] and alert["size"] == len(testsignature.image_bytes())
     agent = wait_for(
-        "a heartbeat after the scan", lambda: [a for a in console.agents() if a["last_scan_at"]]
+        "a heartbeat after the scan", lambda: [a for a in console.agents() if a["list_version"]]
     )[0]
     assert agent["version"] and agent["list_version"].startswith("store-") and agent["status"] == "online"
     # The damaged picture cost nothing but itself: SIGTERM stops the agent cleanly.
@@ -288,6 +290,7 @@ def idle_agent(tmp_path: Path) -> Agent:
     identity.save(home, identity.Identity("http://127.0.0.1:9", "agent-x", "vka_x", "laptop-1"))
     (tmp_path / "watched").mkdir()
     settings = Settings([tmp_path / "watched"], quiet=0.6, heartbeat_every=60, mount_poll=60, nice=0)
+    settings.full_scan_every = 0  # tested in tests/test_agent_schedule.py
     return Agent(home, identity.load(home), settings)
 
 

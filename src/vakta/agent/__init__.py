@@ -3,5 +3,6 @@
 Modules: ``identity`` (enrolment and the agent's secret), ``queue`` (the
 offline-first SQLite alert queue), ``client`` (the console's agent API),
 ``watch`` (file events, debounce, default paths, new mounts), ``core`` (the
-running agent: scanning, delivery, heartbeats), ``cli`` (the commands).
+running agent: scanning, delivery, heartbeats), ``schedule`` (scheduled full scans
+in a low-priority child process), ``cli`` (the commands).
 """

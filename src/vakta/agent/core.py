@@ -3,7 +3,8 @@
 Three loops share one :class:`AlertQueue`: scanning (this thread, fed by the
 watchdog observer through the debouncer), delivery (batches to the console,
 retried with exponential backoff while it is away) and heartbeats.  A fourth
-polls the mount table for new volumes.  Nothing here ever sends or copies a
+polls the mount table for new volumes; a fifth runs the scheduled full scans
+(:mod:`vakta.agent.schedule`) in a low-priority child process.  Nothing here ever sends or copies a
 file's content: alerts carry hashes, size, path, owner and list provenance.
 """
 
@@ -18,7 +19,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
@@ -31,6 +32,7 @@ from vakta.agent import client, listsync
 from vakta.agent.identity import QUEUE_FILE, Identity, agent_folder
 from vakta.agent.queue import AlertQueue
 from vakta.agent.watch import WATCHED_EVENTS, ChangeHandler, Debouncer, new_mounts, read_mount_points
+from vakta.cache import SignalCache
 from vakta.containers import Limits
 from vakta.findings import Finding
 from vakta.lists.store import DETECT, IGNORE, ListStore
@@ -73,6 +75,12 @@ class Settings:
     #: Added to the process's niceness: scanning yields the CPU to the user's work.
     nice: int = 10
     limits: Limits = field(default_factory=Limits)
+    #: Seconds between scheduled full scans of the watched paths (0: none).
+    full_scan_every: float = 24 * 3600.0
+    #: Share of one core the full scan may use on average (its CPU time against wall time).
+    scan_cpu_percent: float = 25.0
+    #: The full scan's process runs at this niceness (at least; 0 leaves the agent's).
+    scan_nice: int = 19
 
 
 @dataclass
@@ -80,7 +88,11 @@ class Health:
     """What heartbeats report about this agent."""
 
     list_version: str = ""
+    #: When the last scheduled full scan finished.
     last_scan_at: datetime | None = None
+    #: The full scan as heartbeats report it (``scan_progress``, see :mod:`vakta.agent.schedule`).
+    scan_progress: dict[str, Any] = field(default_factory=lambda: {"state": "idle"})
+    #: Files scanned as they arrived (not by full scans).
     scanned: int = 0
     #: The last bundle the console sent was refused (bad signature, damaged).
     bundle_refused: bool = False
@@ -113,15 +125,7 @@ class Agent:
     def scanner(self) -> Scanner:
         """A one-process scanner: the built-in test list plus the console bundle in use, else the own store."""
         if self._scanner is None:
-            bundle = listsync.current(self.home)
-            lists_home = bundle[1] if bundle else self.home
-            store = self._store = ListStore(lists_home)
-            detect, ignore = store.names(DETECT), store.names(IGNORE)
-            index, known_good = load_index(lists_home, store, detect, ignore)
-            self.health.list_version = f"bundle-{bundle[0]}" if bundle else list_version(store)
-            log.info("matching against %d hashes from %d lists", len(index), len(index.list_names))
-            limits = self.settings.limits
-            self._scanner = Scanner(Matcher(index), HashOptions(), known_good or None, None, 1, False, limits)
+            self._store, self._scanner, self.health.list_version = open_lists(self.home, self.settings.limits)
         return self._scanner
 
     def close(self) -> None:
@@ -157,13 +161,17 @@ class Agent:
 
     def run(self) -> None:
         """Watch, scan, deliver and report until :meth:`stop`; queued alerts stay on disk for the next run."""
+        from vakta.agent.schedule import Schedule
+
         _lower_priority(self.settings.nice)
         self.scanner  # noqa: B018 - lists load before watching starts, in this (the scanning) thread
+        schedule = Schedule(self)
         threads = [
             threading.Thread(target=self._deliver_loop, name="vakta-delivery", daemon=True),
             threading.Thread(target=self._heartbeat_loop, name="vakta-heartbeat", daemon=True),
             threading.Thread(target=self._mount_loop, name="vakta-mounts", daemon=True),
             threading.Thread(target=self._lists_loop, name="vakta-lists", daemon=True),
+            threading.Thread(target=schedule.loop, name="vakta-full-scan", daemon=True),
         ]
         with self._observing() as observer:
             self._observer = observer
@@ -184,6 +192,10 @@ class Agent:
         self._stop.set()
         self._wake_delivery.set()
         self.debouncer.wake()
+
+    def stopped(self, timeout: float = 0.0) -> bool:
+        """Whether the agent is stopping, waiting up to ``timeout`` seconds for it."""
+        return self._stop.wait(timeout) if timeout > 0 else self._stop.is_set()
 
     @contextmanager
     def _observing(self) -> Iterator[BaseObserver]:
@@ -244,21 +256,17 @@ class Agent:
             if finding.signals.errors:
                 log.info("%s: %s", finding.signals.location, "; ".join(finding.signals.errors))
             if finding.matches:
-                queued += self._queue(finding)
-        self.health.last_scan_at = datetime.now(UTC)
-        if queued:
-            self._wake_delivery.set()
+                queued += self.queue_alert(*alert_for(self.identity, self.probe, finding))
         return queued
 
-    def _queue(self, finding: Finding) -> int:
-        path = finding.signals.path
-        storage = CONSOLE_STORAGE.get(self.probe.kind(path), "internal")
-        alert = Alert.from_finding(finding, host=self.identity.hostname, user=owner(path), storage=storage)
-        key = idempotency_key(self.identity.agent_id, finding)
-        body = console_alert(alert, finding, key)
+    def queue_alert(self, key: str, body: dict[str, Any]) -> int:
+        """Commit one alert to the on-disk queue (once per key) and wake delivery; 1 if it is new."""
         fresh = self.queue.put(key, body)
-        log.warning("match: %s (%s)%s", alert.location, ", ".join(sorted({m.list for m in alert.matches})),
-                    "" if fresh else " (already queued)")  # fmt: skip
+        lists = ", ".join(sorted({str(m.get("list")) for m in body.get("matches", [])}))
+        location = " > ".join([str(body.get("path")), *map(str, body.get("inside", []))])
+        log.warning("match: %s (%s)%s", location, lists, "" if fresh else " (already queued)")
+        if fresh:
+            self._wake_delivery.set()
         return int(fresh)
 
     # ------------------------------------------------------------------ delivery
@@ -316,7 +324,8 @@ class Agent:
         )
 
     def heartbeat_body(self) -> dict[str, Any]:
-        """Version, list version (marked when a bundle was refused), last scan, alerts waiting."""
+        """Version, list version (marked when a bundle was refused), last full scan and its progress,
+        alerts waiting."""
         last = self.health.last_scan_at
         return {
             "version": __version__,
@@ -324,7 +333,18 @@ class Agent:
             + (" (bundle refused)" if self.health.bundle_refused else ""),
             "last_scan_at": last.isoformat() if last else None,
             "queue_length": self.queue.pending(),
+            "scan_progress": dict(self.health.scan_progress),
         }
+
+    def flush(self) -> None:
+        """Deliver what is queued and report, once (after a one-off full scan); what fails stays queued."""
+        self.scanner  # noqa: B018 - the list version for the heartbeat
+        try:
+            while batch := self.queue.batch(MAX_BATCH):
+                self.deliver(batch)
+            self.heartbeat()
+        except client.ConsoleError as exc:
+            log.warning("console not reached (%s): alerts stay queued for the agent", exc)
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.is_set():
@@ -368,6 +388,35 @@ def _lower_priority(nice: int) -> None:
             os.nice(nice)
         except OSError as exc:
             log.info("cannot lower the priority: %s", exc)
+
+
+def open_lists(
+    home: Path, limits: Limits, cache: SignalCache | None = None
+) -> tuple[ListStore, Scanner, str]:
+    """A one-process scanner on the lists in use, its store (to close) and the list version.
+
+    The built-in test list plus the console bundle in use, else the agent's
+    own store; the watcher and the full scan both scan through this.
+    """
+    bundle = listsync.current(home)
+    lists_home = bundle[1] if bundle else home
+    store = ListStore(lists_home)
+    detect, ignore = store.names(DETECT), store.names(IGNORE)
+    index, known_good = load_index(lists_home, store, detect, ignore)
+    version = f"bundle-{bundle[0]}" if bundle else list_version(store)
+    log.info("matching against %d hashes from %d lists", len(index), len(index.list_names))
+    scanner = Scanner(Matcher(index), HashOptions(), known_good or None, cache, 1, False, limits)
+    return store, scanner, version
+
+
+def alert_for(identity: Identity, probe: StorageProbe, finding: Finding) -> tuple[str, dict[str, Any]]:
+    """A matched finding as the console takes it, with its idempotency key (same for every scan of
+    one file version, whether the watcher or a full scan found it)."""
+    path = finding.signals.path
+    storage = CONSOLE_STORAGE.get(probe.kind(path), "internal")
+    alert = Alert.from_finding(finding, host=identity.hostname, user=owner(path), storage=storage)
+    key = idempotency_key(identity.agent_id, finding)
+    return key, console_alert(alert, finding, key)
 
 
 def list_version(store: ListStore) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from sqlalchemy import select, update
 
 from vakta.server import audit
@@ -43,12 +43,33 @@ class Enrolled(BaseModel):
     offline_after_seconds: int
 
 
+Count = Annotated[int, Field(ge=0, le=2**62)]
+
+
+class ScanProgress(BaseModel):
+    """The agent's scheduled full scan: running or idle, with the counters of the current or last one."""
+
+    model_config = STRICT
+    state: Literal["running", "idle"]
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
+    files: Count = 0
+    bytes: Count = 0
+    errors: Count = 0
+    #: Files that matched.
+    matches: Count = 0
+    #: Files whose signals came from the scan cache (unchanged since the last scan: not read).
+    cache_hits: Count = 0
+    outcome: Literal["completed", "stopped", "failed"] | None = None
+
+
 class Heartbeat(BaseModel):
     model_config = STRICT
     version: Label = ""
     list_version: Label = ""
     last_scan_at: AwareDatetime | None = None
     queue_length: int = Field(0, ge=0, le=2**31 - 1)
+    scan_progress: ScanProgress | None = None
 
 
 class HeartbeatReply(BaseModel):
@@ -68,6 +89,7 @@ class AgentOut(BaseModel):
     queue_length: int
     status: AgentStatus
     revoked_at: datetime | None
+    scan_progress: ScanProgress | None = None
 
 
 @router.post("/enrol", status_code=status.HTTP_201_CREATED, response_model=Enrolled)
@@ -123,7 +145,7 @@ def heartbeat(
     request: Request,
     agent: Annotated[Principal, Depends(require_(Permission.REPORT))],
 ) -> HeartbeatReply:
-    """The agent's health: version, list version, last full scan, alerts waiting in its queue."""
+    """The agent's health: version, list version, last full scan and its progress, alerts waiting."""
     now = utcnow()
     with database(request).write() as session:
         session.execute(
@@ -135,6 +157,7 @@ def heartbeat(
                 list_version=body.list_version,
                 last_scan_at=body.last_scan_at,
                 queue_length=body.queue_length,
+                scan_progress=body.scan_progress.model_dump(mode="json") if body.scan_progress else None,
             )
         )
     offline = int(settings(request).offline_after.total_seconds())
@@ -197,4 +220,15 @@ def agent_out(agent: Agent, cutoff: datetime) -> AgentOut:
         queue_length=agent.queue_length,
         status=status_of(agent, cutoff),
         revoked_at=agent.revoked_at,
+        scan_progress=stored_progress(agent.scan_progress),
     )
+
+
+def stored_progress(data: object) -> ScanProgress | None:
+    """The stored ``scan_progress`` (validated when it arrived); None if absent or unreadable."""
+    if not isinstance(data, dict):
+        return None
+    try:
+        return ScanProgress.model_validate(data)
+    except ValidationError:
+        return None
