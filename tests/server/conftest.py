@@ -214,9 +214,9 @@ class Served:
             check=False,
         )
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float = 30, *extra: str) -> None:
         listen = f"127.0.0.1:{self.port}"
-        command = [*vakta_command(), "--home", str(self.home), "server", "run", "--listen", listen]
+        command = [*vakta_command(), "--home", str(self.home), "server", "run", "--listen", listen, *extra]
         with (self.home / "server.log").open("ab") as log:
             self.process = subprocess.Popen(
                 [*command, "--database", self.database_url], stdout=log, stderr=subprocess.STDOUT

@@ -74,6 +74,7 @@ def test_workflow_new_triage_escalated_closed_with_assignment_notes_and_audit(co
     assert _patch(console, incident_id, state="escalated").json()["state"] == "escalated"
     assert _patch(console, incident_id, state="closed").status_code == 409  # needs a resolution
     assert _patch(console, incident_id, resolution="confirmed").status_code == 409  # only when closing
+    steps = _tick_every_step(console, incident_id)  # confirmed needs the action plan done
     closed = _patch(console, incident_id, state="closed", resolution="confirmed")
     assert closed.json()["state"] == "closed" and closed.json()["resolution"] == "confirmed"
     assert closed.json()["closed_at"] is not None
@@ -91,6 +92,7 @@ def test_workflow_new_triage_escalated_closed_with_assignment_notes_and_audit(co
         "incident.update",
         "incident.note",
         "incident.update",
+        *["incident.step-done"] * steps,
         "incident.update",
     ]
     assert entries[2]["details"] == {
@@ -102,6 +104,16 @@ def test_workflow_new_triage_escalated_closed_with_assignment_notes_and_audit(co
     reopened = console.submit(secret, alert(user="bob"))["results"][0]["incident_id"]
     assert reopened != incident_id  # a closed incident stays closed: a new one opens
     assert [i["id"] for i in _incidents(console, open="true")] == [reopened]
+
+
+def _tick_every_step(console: Console, incident_id: int) -> int:
+    """Mark every step of the incident's checklist done; how many there were."""
+    detail = console.client.get(f"/api/v1/incidents/{incident_id}", headers=console.as_(Role.AUDITOR)).json()
+    for step in detail["checklist"]:
+        url = f"/api/v1/incidents/{incident_id}/steps/{step['step_id']}"
+        done = console.client.put(url, json={"note": ""}, headers=console.as_(Role.ANALYST))
+        assert done.status_code == 200, done.text
+    return len(detail["checklist"])
 
 
 def test_a_test_signature_incident_closes_straight_from_new(console: Console) -> None:

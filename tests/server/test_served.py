@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -109,6 +111,10 @@ def _post_batches(
 
 
 def test_concurrent_and_doubled_batches_lose_nothing_and_duplicate_nothing(served: Served) -> None:
+    _concurrent_and_doubled(served)
+
+
+def _concurrent_and_doubled(served: Served) -> None:
     agents = [_enrol(served, f"host-{n}") for n in range(4)]
     plans = {
         secret: [[alert(user=f"u{i % 3}") for i in range(BATCH)] for _ in range(15)] for secret in agents
@@ -197,3 +203,33 @@ def test_kill_9_during_ingestion_loses_no_acknowledged_alert(
     assert {a["idempotency_key"] for a in final} == sent
     verified = served.cli("verify-audit")
     assert verified.returncode == 0, verified.stderr
+
+
+def _children(pid: int) -> set[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(p) for p in path.read_text().split()} if path.exists() else set()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the worker processes")
+def test_worker_processes_share_the_port_and_a_dead_one_is_replaced(
+    database_url: str, tmp_path: Path
+) -> None:
+    served = Served(database_url, tmp_path)
+    served.start(30, "--workers", "2")
+    try:
+        assert served.process is not None
+        workers = _children(served.process.pid)
+        assert len(workers) == 2, served.log()
+        _concurrent_and_doubled(served)
+        os.kill(min(workers), signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(_children(served.process.pid) - {min(workers)}) < 2:
+            time.sleep(0.1)
+        replaced = _children(served.process.pid)
+        assert len(replaced) == 2 and min(workers) not in replaced, served.log()
+        with served.client(served.token("auditor")) as client:
+            assert all(client.get("/api/v1/stats").status_code == 200 for _ in range(10))
+    finally:
+        served.stop()
+    assert served.process is not None and served.process.returncode == 0, served.log()
+    assert not any(Path(f"/proc/{pid}").exists() for pid in replaced)

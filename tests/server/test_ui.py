@@ -121,6 +121,14 @@ def test_analyst_works_an_incident_through_the_api_workflow(console: Console) ->
     assert skipped.status_code == 409 and "cannot go from triage to new" in skipped.text
     unresolved = client.post(f"{url}/state", data={"csrf_token": csrf, "state": "closed"})
     assert unresolved.status_code == 409 and "needs a resolution" in unresolved.text
+    early = client.post(
+        f"{url}/state", data={"csrf_token": csrf, "state": "closed", "resolution": "confirmed"}
+    )
+    assert early.status_code == 409 and "action plan" in early.text  # confirmed needs the plan done
+    steps = _incident(console, incident_id)["checklist"]
+    for step in steps:
+        ticked = client.post(f"{url}/steps/{step['step_id']}", data={"csrf_token": csrf, "note": ""})
+        assert ticked.status_code == 200, ticked.text
     closed = client.post(
         f"{url}/state", data={"csrf_token": csrf, "state": "closed", "resolution": "confirmed"}
     )
@@ -135,6 +143,7 @@ def test_analyst_works_an_incident_through_the_api_workflow(console: Console) ->
     people = [(e["actor"], e["action"]) for e in trail if e["actor"].startswith("user:")]
     assert people == [("user:alice", "incident.update")] * 2 + [
         ("user:alice", "incident.note"),
+        *[("user:alice", "incident.step-done")] * len(steps),
         ("user:alice", "incident.update"),
     ]
     assert "Move to" not in closed.text and ">Close<" not in closed.text

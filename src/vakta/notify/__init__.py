@@ -80,6 +80,9 @@ class Alert:
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
     #: Unique per alert and kept across retries, so a receiver can drop duplicates.
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    #: Set by the console's forwarding: the incident holding the alert, and its page in the console.
+    incident_id: int | None = None
+    url: str | None = None
 
     @classmethod
     def from_finding(
@@ -148,8 +151,57 @@ class Alert:
         for key in ("size", "type", "md5", "sha1", "sha256", "pdq"):
             out[key] = getattr(self, key)
         out["matches"] = [m.to_dict() for m in self.matches]
+        if self.incident_id is not None:
+            out["incident"] = self.incident_id
+        if self.url is not None:
+            out["url"] = self.url
         out["tool"] = f"vakta {__version__}"
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentEvent:
+    """A console incident changed state (escalated, closed with a resolution...): who, when, never content."""
+
+    id: str
+    time: datetime
+    incident_id: int
+    host: str
+    user: str | None
+    test: bool
+    state: str
+    previous: str | None
+    resolution: str | None
+    actor: str
+    url: str | None = None
+
+    @property
+    def event(self) -> str:
+        """The event's kind, e.g. ``incident.escalated`` (the CEF class id and syslog MSGID say the same)."""
+        return f"incident.{self.state}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event's JSON form (webhooks); ``event`` tells it from an alert, which has none."""
+        return {
+            "version": ALERT_SCHEMA,
+            "event": self.event,
+            "id": self.id,
+            "time": self.time.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "test": self.test,
+            "incident": self.incident_id,
+            "host": self.host,
+            "user": self.user,
+            "state": self.state,
+            "previous_state": self.previous,
+            "resolution": self.resolution,
+            "actor": self.actor,
+            "url": self.url,
+            "tool": f"vakta {__version__}",
+        }
+
+
+#: What a notifier delivers: a match, or (from the console) an incident's change of state.
+Event = Alert | IncidentEvent
 
 
 def signature_alert(host: str | None = None, user: str | None = None) -> Alert:
@@ -343,8 +395,9 @@ class Notifier(Protocol):
     #: The URL as it may be shown: no secrets, no path.
     display: str
 
-    def send(self, alert: Alert) -> None:
-        """Deliver (or, for a digest, queue) one alert, retrying per policy; :class:`NotifyError` if it failed."""
+    def send(self, alert: Event) -> None:
+        """Deliver (or, for a digest, queue) one alert or incident event, retrying per policy;
+        :class:`NotifyError` if it failed."""
         ...
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import unicodedata
 
 from vakta import __version__
-from vakta.notify import Alert
+from vakta.notify import Alert, Event, IncidentEvent
 
 VENDOR = "Vakta"
 PRODUCT = "Vakta"
@@ -25,6 +25,10 @@ NAME_MATCH = "Known material matched a hash list"
 NAME_TEST = "Test signature matched (harmless built-in test file)"
 SEVERITY_MATCH = 10
 SEVERITY_TEST = 1
+#: Incident events from the console (class id ``incident-<state>``): escalation needs attention.
+NAME_INCIDENT = "Incident {state}"
+SEVERITY_INCIDENT = {"escalated": 8, "closed": 3}
+SEVERITY_INCIDENT_OTHER = 3
 
 #: Maximum lengths (characters) from the CEF specification's field table.
 LIMITS = {
@@ -39,6 +43,9 @@ LIMITS = {
     "cat": 1023,
     "flexString1": 1023,
     "flexString2": 1023,
+    "request": 1023,
+    "act": 63,
+    "outcome": 63,
 }
 #: cs1..cs6 hold up to 4000 characters.
 CUSTOM_LIMIT = 4000
@@ -55,7 +62,10 @@ CUSTOM_LABELS = {
     "flexString1": "pdq",
     "flexString2": "signal",
     "cn1": "distance",
+    "cn2": "incident",
 }
+#: Custom fields of incident events.
+INCIDENT_LABELS = {"cs1": "previousState", "cs2": "actor", "cn2": "incident"}
 _REPLACEMENT = "\ufffd"
 
 
@@ -124,28 +134,72 @@ def extension(alert: Alert) -> list[tuple[str, str]]:
         ("flexString1", alert.pdq),
         ("flexString2", ", ".join(dict.fromkeys(f"{x.signal}:{x.distance}" for x in m))),
         ("cn1", str(min(x.distance for x in m)) if m else None),
+        ("cn2", None if alert.incident_id is None else str(alert.incident_id)),
+        ("request", alert.url),
     ]
+    return _labelled(pairs, CUSTOM_LABELS)
+
+
+def incident_extension(event: IncidentEvent) -> list[tuple[str, str]]:
+    """An incident event's extension: the incident, its host and user, the change and who made it."""
+    what = f"incident {event.incident_id} {event.state}"
+    if event.resolution:
+        what += f" as {event.resolution}"
+    if event.test:
+        what += "; TEST SIGNATURE incident, not real material"
+    pairs: list[tuple[str, str | None]] = [
+        ("rt", str(int(event.time.timestamp() * 1000))),
+        ("dvchost", event.host),
+        ("suser", event.user),
+        ("cat", "test" if event.test else "incident"),
+        ("externalId", event.id),
+        ("msg", what),
+        ("act", event.state),
+        ("outcome", event.resolution),
+        ("cs1", event.previous),
+        ("cs2", event.actor),
+        ("cn2", str(event.incident_id)),
+        ("request", event.url),
+    ]
+    return _labelled(pairs, INCIDENT_LABELS)
+
+
+def _labelled(pairs: list[tuple[str, str | None]], labels: dict[str, str]) -> list[tuple[str, str]]:
+    """Empty values left out; each custom field preceded by its label."""
     out: list[tuple[str, str]] = []
     for key, value in pairs:
         if value is None or value == "":
             continue
-        if key in CUSTOM_LABELS:
-            out.append((f"{key}Label", CUSTOM_LABELS[key]))
+        if key in labels:
+            out.append((f"{key}Label", labels[key]))
         out.append((key, value))
     return out
 
 
-def format_event(alert: Alert) -> str:
-    """One CEF line (no line break in it, whatever the alert holds)."""
-    test = alert.test
+def format_event(alert: Event) -> str:
+    """One CEF line (no line break in it, whatever the alert or event holds)."""
+    if isinstance(alert, IncidentEvent):
+        severity = (
+            SEVERITY_TEST if alert.test else SEVERITY_INCIDENT.get(alert.state, SEVERITY_INCIDENT_OTHER)
+        )
+        head = (f"incident-{alert.state}", NAME_INCIDENT.format(state=alert.state), severity)
+        pairs = incident_extension(alert)
+    else:
+        test = alert.test
+        head = (
+            EVENT_TEST if test else EVENT_MATCH,
+            NAME_TEST if test else NAME_MATCH,
+            SEVERITY_TEST if test else SEVERITY_MATCH,
+        )
+        pairs = extension(alert)
     header = [
         "CEF:0",
         escape_header(VENDOR),
         escape_header(PRODUCT),
         escape_header(__version__),
-        escape_header(EVENT_TEST if test else EVENT_MATCH),
-        escape_header(NAME_TEST if test else NAME_MATCH),
-        str(SEVERITY_TEST if test else SEVERITY_MATCH),
+        escape_header(head[0]),
+        escape_header(head[1]),
+        str(head[2]),
     ]
-    ext = " ".join(f"{k}={escape_value(v, LIMITS.get(k, CUSTOM_LIMIT))}" for k, v in extension(alert))
+    ext = " ".join(f"{k}={escape_value(v, LIMITS.get(k, CUSTOM_LIMIT))}" for k, v in pairs)
     return "|".join(header) + "|" + ext

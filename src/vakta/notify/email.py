@@ -16,7 +16,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from vakta.notify import Alert, NotifierUrl, NotifyError, local_host, network_error
+from vakta.notify import Alert, Event, IncidentEvent, NotifierUrl, NotifyError, local_host, network_error
 from vakta.notify.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ def alert_text(alert: Alert) -> str:
         ("SHA-256", alert.sha256),
         ("PDQ", alert.pdq),
         ("Alert id", alert.id),
+        ("Incident", alert.incident_id),
+        ("Console", alert.url),
     ]
     lines = [f"{name + ':':<14}{_text(value)}" for name, value in rows if value is not None]
     lines.append("Matches:")
@@ -65,22 +67,52 @@ def alert_text(alert: Alert) -> str:
     return "\n".join(lines)
 
 
+def event_text(event: IncidentEvent) -> str:
+    """An incident's change of state as plain text."""
+    rows = [
+        ("Time (UTC)", event.time.isoformat(timespec="seconds")),
+        ("Incident", event.incident_id),
+        ("State", f"{event.previous or '-'} -> {event.state}"),
+        ("Resolution", event.resolution),
+        ("Host", event.host),
+        ("User", event.user),
+        ("By", event.actor),
+        ("Console", event.url),
+        ("Event id", event.id),
+    ]
+    lines = [f"{name + ':':<14}{_text(value)}" for name, value in rows if value is not None]
+    if event.test:
+        lines.insert(
+            0, "TEST: an incident of the built-in harmless test signature; no real material is involved."
+        )
+    return "\n".join(lines)
+
+
+def _section(event: Event) -> str:
+    return event_text(event) if isinstance(event, IncidentEvent) else alert_text(event)
+
+
 def _subject_text(text: str) -> str:
     return " ".join(_text(text).split())[:120]
 
 
-def subject(alerts: list[Alert]) -> str:
+def subject(alerts: list[Event]) -> str:
     test = all(a.test for a in alerts)
     tag = "[Vakta TEST]" if test else "[Vakta]"
     hosts = ", ".join(dict.fromkeys(a.host for a in alerts))
-    if len(alerts) == 1:
+    if any(isinstance(a, IncidentEvent) for a in alerts):
+        first = alerts[0]
+        if len(alerts) == 1 and isinstance(first, IncidentEvent):
+            return _subject_text(f"{tag} Incident {first.incident_id} {first.state} on {hosts}")
+        return _subject_text(f"{tag} {len(alerts)} alerts and incident changes on {hosts}")
+    if len(alerts) == 1 and isinstance(alerts[0], Alert):
         what = "Test signature matched" if test else "Hash-list match"
         lists = ", ".join(dict.fromkeys(m.list for m in alerts[0].matches))
         return _subject_text(f"{tag} {what} on {hosts} (list {lists})")
     return _subject_text(f"{tag} {len(alerts)} hash-list matches on {hosts}")
 
 
-def compose(alerts: list[Alert], sender: str, recipients: list[str]) -> EmailMessage:
+def compose(alerts: list[Event], sender: str, recipients: list[str]) -> EmailMessage:
     """The message: plain text, every alert in full, and a reminder of what it never carries."""
     message = EmailMessage()
     message["Subject"] = subject(alerts)
@@ -88,16 +120,17 @@ def compose(alerts: list[Alert], sender: str, recipients: list[str]) -> EmailMes
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(domain=sender.rsplit("@", 1)[-1] or None)
-    intro = (
-        "Vakta found files that match hash lists."
-        if len(alerts) > 1
-        else "Vakta found a file that matches a hash list."
-    )
+    if any(isinstance(a, IncidentEvent) for a in alerts):
+        intro = "The Vakta console reports alerts and changes to incidents."
+    elif len(alerts) > 1:
+        intro = "Vakta found files that match hash lists."
+    else:
+        intro = "Vakta found a file that matches a hash list."
     note = (
         "This message holds hashes, sizes, paths and list provenance only. The file was not "
         "attached, copied or displayed; follow your organisation's procedure and do not open it."
     )
-    sections = [alert_text(a) for a in alerts]
+    sections = [_section(a) for a in alerts]
     message.set_content(f"{intro}\n{note}\n\n" + "\n\n".join(sections) + "\n")
     return message
 
@@ -146,9 +179,9 @@ class EmailNotifier:
     timeout: float
     digest: bool
     policy: RetryPolicy
-    pending: list[Alert] = field(default_factory=list)
+    pending: list[Event] = field(default_factory=list)
 
-    def send(self, alert: Alert) -> None:
+    def send(self, alert: Event) -> None:
         if not self.digest:
             self._deliver([alert])
             return
@@ -164,7 +197,7 @@ class EmailNotifier:
         if alerts:
             self._deliver(alerts)
 
-    def _deliver(self, alerts: list[Alert]) -> None:
+    def _deliver(self, alerts: list[Event]) -> None:
         message = compose(alerts, self.sender, self.recipients)
         self.policy.run(self.display, lambda: self._attempt(message, len(alerts)))
 

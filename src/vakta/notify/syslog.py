@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Protocol
 
-from vakta.notify import Alert, NotifierUrl, NotifyError, network_error
+from vakta.notify import Event, IncidentEvent, NotifierUrl, NotifyError, network_error
 from vakta.notify.cef import format_event
 from vakta.notify.retry import RetryPolicy
 
@@ -36,6 +36,9 @@ DEFAULT_FACILITY = "auth"
 #: RFC 5424 severities: a real match needs action now; the test signature is only worth noting.
 SEVERITY_MATCH = 1  # alert
 SEVERITY_TEST = 5  # notice
+#: Incident events from the console: an escalation is critical, other changes worth noting.
+SEVERITY_INCIDENT = {"escalated": 2}
+SEVERITY_INCIDENT_OTHER = 5
 APP_NAME = "vakta"
 DEFAULT_PORTS = {"syslog+udp": 514, "syslog+tcp": 514, "syslog+tls": 6514}
 DEFAULT_TIMEOUT = 5.0
@@ -49,9 +52,16 @@ def _field(text: str, limit: int) -> str:
     return cleaned or "-"
 
 
-def format_message(alert: Alert, facility: int = FACILITIES[DEFAULT_FACILITY]) -> bytes:
+def format_message(alert: Event, facility: int = FACILITIES[DEFAULT_FACILITY]) -> bytes:
     """One RFC 5424 message, CEF as MSG (UTF-8, no BOM: CEF receivers expect ``CEF:`` first)."""
-    severity = SEVERITY_TEST if alert.test else SEVERITY_MATCH
+    if isinstance(alert, IncidentEvent):
+        severity = (
+            SEVERITY_TEST if alert.test else SEVERITY_INCIDENT.get(alert.state, SEVERITY_INCIDENT_OTHER)
+        )
+        msgid = "incident"
+    else:
+        severity = SEVERITY_TEST if alert.test else SEVERITY_MATCH
+        msgid = "test" if alert.test else "match"
     stamp = alert.time.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     header = " ".join(
         [
@@ -60,7 +70,7 @@ def format_message(alert: Alert, facility: int = FACILITIES[DEFAULT_FACILITY]) -
             _field(alert.host, 255),
             APP_NAME,
             str(os.getpid()),
-            "test" if alert.test else "match",
+            msgid,
             "-",  # no structured data: everything is in the CEF payload
         ]
     )
@@ -185,7 +195,7 @@ class SyslogNotifier:
     facility: int
     policy: RetryPolicy
 
-    def send(self, alert: Alert) -> None:
+    def send(self, alert: Event) -> None:
         message = format_message(alert, self.facility)
         self.policy.run(self.display, lambda: self._attempt(message))
 

@@ -26,7 +26,7 @@ from typing import IO, Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from vakta import __version__
-from vakta.notify import Alert, NotifierUrl, NotifyError, network_error
+from vakta.notify import Event, IncidentEvent, NotifierUrl, NotifyError, network_error
 from vakta.notify.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Vakta-Signature"
 TIMESTAMP_HEADER = "X-Vakta-Timestamp"
 ALERT_ID_HEADER = "X-Vakta-Alert-Id"
+#: ``alert``, or the incident event's kind (``incident.escalated``...) from the console's forwarding.
+EVENT_HEADER = "X-Vakta-Event"
 DEFAULT_TIMEOUT = 10.0
 #: Vakta's own options, taken out of the URL before it is requested; the rest go to the receiver.
 OPTIONS = ("secret-env", "ca", "cert", "key", "timeout", "retries", "backoff")
@@ -52,7 +54,7 @@ def verify(secret: bytes, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(sign(secret, body), signature)
 
 
-def body_for(alert: Alert, sent_at: int) -> bytes:
+def body_for(alert: Event, sent_at: int) -> bytes:
     """The JSON body: the alert's fields and ``sent_at`` (Unix seconds, also in the timestamp header)."""
     return json.dumps({**alert.to_dict(), "sent_at": sent_at}, ensure_ascii=False).encode()
 
@@ -97,10 +99,10 @@ class WebhookNotifier:
     policy: RetryPolicy
     opener: urllib.request.OpenerDirector
 
-    def send(self, alert: Alert) -> None:
+    def send(self, alert: Event) -> None:
         self.policy.run(self.display, lambda: self._post(alert))
 
-    def _post(self, alert: Alert) -> None:
+    def _post(self, alert: Event) -> None:
         """One attempt, signed afresh: a retry carries its own time."""
         sent_at = int(time.time())
         body = body_for(alert, sent_at)
@@ -114,6 +116,7 @@ class WebhookNotifier:
                 TIMESTAMP_HEADER: str(sent_at),
                 SIGNATURE_HEADER: sign(self.secret, body),
                 ALERT_ID_HEADER: alert.id,
+                EVENT_HEADER: alert.event if isinstance(alert, IncidentEvent) else "alert",
             },
         )
         try:

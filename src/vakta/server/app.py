@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vakta import __version__
-from vakta.server import api, metrics, ui
+from vakta.server import actionplan, api, forwarding, metrics, ui
 from vakta.server.auth import Permission, Principal, require
 from vakta.server.db import Database
 from vakta.server.settings import Settings
@@ -32,10 +32,14 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     """The console app over ``settings.database_url`` (or ``db``), its schema brought up to date."""
     database = db or Database(settings.database_url)
     database.migrate()
+    actionplan.ensure_default(database)  # a new console starts with the default action plan
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        forwarder = forwarding.start(database, settings.forward, settings.public_url)
         yield
+        if forwarder is not None:
+            forwarder.stop()
         if db is None:
             database.dispose()
 
@@ -48,6 +52,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.state.db = database
     app.state.settings = settings
     app.state.metrics = metrics.create(database, settings.offline_after)
+    app.state.metrics.registry.register(forwarding.Gauges(database))
     app.include_router(api.router())
     ui.install(app)  # the web pages under /ui
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"], response_model=None)

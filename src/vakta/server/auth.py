@@ -34,6 +34,7 @@ CSRF_HEADER = "X-CSRF-Token"
 #: Methods that change nothing, so a cookie alone may authorise them.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MIN_PASSWORD = 12
+SECOND_FACTOR_FIRST = "this console requires a second factor: enrol one first (POST /api/v1/session/totp)"
 
 _hasher = PasswordHasher()
 #: Verified against when the user does not exist, so a wrong name costs as long as a wrong password.
@@ -66,6 +67,8 @@ class Principal:
     id: str
     name: str
     role: str
+    #: A person who must enrol a second factor before anything else (``vakta server run --require-totp``).
+    needs_totp: bool = False
 
     @property
     def actor(self) -> str:
@@ -150,11 +153,20 @@ def _from_cookie(session: Session, request: Request, cookie: str) -> Principal |
         sent = request.headers.get(CSRF_HEADER, "")
         if not secrets.compare_digest(sent.encode(), row.csrf_token.encode()):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"missing or wrong {CSRF_HEADER} header")
-    return Principal("user", str(row.user.id), row.user.username, row.user.role)
+    return user_principal(row.user, _totp_required(request))
 
 
-def require(permission: Permission) -> Callable[[Request], Principal]:
-    """A FastAPI dependency: the caller, if authenticated (401) and allowed (403)."""
+def _totp_required(request: Request) -> bool:
+    settings = getattr(request.app.state, "settings", None)
+    return bool(getattr(settings, "require_totp", False))
+
+
+def require(permission: Permission, *, enrolling: bool = False) -> Callable[[Request], Principal]:
+    """A FastAPI dependency: the caller, if authenticated (401) and allowed (403).
+
+    ``enrolling``: also a person who still has to enrol a second factor (their
+    session may only do that, see who they are, and log out).
+    """
 
     def dependency(request: Request) -> Principal:
         with request.app.state.db.read() as session:
@@ -166,11 +178,14 @@ def require(permission: Permission) -> Callable[[Request], Principal]:
         if not principal.may(permission):
             log.info("refused %s %s to %s", request.method, request.url.path, principal.actor)
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"the {principal.role} role may not do this")
+        if principal.needs_totp and not enrolling:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, SECOND_FACTOR_FIRST)
         return principal
 
     dependency.__name__ = f"require_{permission.value}"
     return dependency
 
 
-def user_principal(user: User) -> Principal:
-    return Principal("user", str(user.id), user.username, user.role)
+def user_principal(user: User, totp_required: bool = False) -> Principal:
+    needs_totp = totp_required and user.totp_enabled_at is None
+    return Principal("user", str(user.id), user.username, user.role, needs_totp)

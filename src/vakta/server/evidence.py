@@ -2,7 +2,8 @@
 
 A self-contained JSON document for law enforcement and legal: the incident,
 its alerts (hashes, sizes, paths, host, user, storage, list provenance,
-times), the notes and the incident's audit entries with their chain hashes.
+times), the action plan checklist (who did which step when), the notes and
+the incident's audit entries with their chain hashes.
 ``sha256`` is taken over the canonical JSON of everything else, and the
 export itself is audited with that hash, so a later copy can be checked
 against the record and against the log. It never holds file content.
@@ -17,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vakta import __version__
-from vakta.server import audit
+from vakta.server import actionplan, audit
 from vakta.server.models import Agent, Alert, AuditEntry, Incident, Note, utcnow
 
 FORMAT = "vakta-evidence/1"
@@ -25,6 +26,10 @@ FORMAT = "vakta-evidence/1"
 
 def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def bytes_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def seal(record: dict[str, Any]) -> dict[str, Any]:
@@ -57,6 +62,7 @@ def build(session: Session, incident: Incident, exported_by: str) -> dict[str, A
         "incident": _incident(incident),
         "alerts": [_alert(a) for a in alert_rows],
         "agents": [_agent(a) for a in agents],
+        "checklist": [item.as_dict() for item in actionplan.checklist(session, incident.id)],
         "notes": [
             {"id": n.id, "author": n.author, "created_at": n.created_at.isoformat(), "text": n.text}
             for n in notes
@@ -77,6 +83,7 @@ def _incident(incident: Incident) -> dict[str, Any]:
         "assignee": incident.assignee.username if incident.assignee else None,
         "created_at": incident.created_at.isoformat(),
         "last_alert_at": incident.last_alert_at.isoformat(),
+        "acknowledged_at": incident.acknowledged_at.isoformat() if incident.acknowledged_at else None,
         "closed_at": incident.closed_at.isoformat() if incident.closed_at else None,
     }
 

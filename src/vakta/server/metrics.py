@@ -20,6 +20,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from vakta.server.db import Database
 from vakta.server.fleet import agent_counts
 from vakta.server.models import Incident, IncidentState, utcnow
+from vakta.server.response_times import ResponseTimes, response_times
+
+#: Time to respond and to close are taken over the real incidents opened in this window.
+RESPONSE_WINDOW = timedelta(weeks=12)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,7 @@ class _DatabaseGauges:
                 for state, test, count in session.execute(query):
                     incidents.add_metric([state, str(bool(test)).lower()], count)
                 counts = agent_counts(session, utcnow() - self.offline_after)
+                times = response_times(session, utcnow() - RESPONSE_WINDOW)
         except SQLAlchemyError as exc:
             log.warning("metrics: database unavailable: %s", exc)
             up.add_metric([], 0)
@@ -79,4 +84,25 @@ class _DatabaseGauges:
         for status, value in counts.model_dump().items():
             agents.add_metric([status], value)
         up.add_metric([], 1)
-        return [up, incidents, agents]
+        return [up, incidents, agents, *_response_gauges(times)]
+
+
+def _response_gauges(times: ResponseTimes) -> list[Metric]:
+    """Median and p90 of time to respond and to close (real incidents of the last 12 weeks), with counts."""
+    gauges: list[Metric] = []
+    for name, figures in (("respond", times.respond), ("close", times.close)):
+        seconds = GaugeMetricFamily(
+            f"vakta_incident_time_to_{name}_seconds",
+            f"Time to {name} of real incidents opened in the last 12 weeks, by quantile.",
+            labels=["quantile"],
+        )
+        for quantile, value in (("0.5", figures.median_seconds), ("0.9", figures.p90_seconds)):
+            if value is not None:
+                seconds.add_metric([quantile], value)
+        count = GaugeMetricFamily(
+            f"vakta_incident_time_to_{name}_incidents",
+            f"Real incidents of the last 12 weeks with a time to {name}.",
+            value=figures.count,
+        )
+        gauges += [seconds, count]
+    return gauges

@@ -22,3 +22,11 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY
     #: The server's own folder (hash lists, index, signing key); None: beside a SQLite database.
     home: Path | None = None
+    #: Every person must enrol a TOTP second factor; until then a session may only do that.
+    require_totp: bool = False
+    #: Failed logins in a row before an account locks (see ``logins``).
+    login_lock_after: int = 5
+    #: Where to forward alerts and incident changes (``vakta.notify`` URLs; see ``forwarding``).
+    forward: tuple[str, ...] = ()
+    #: The console's address as people reach it (forwarded alerts link to their incident); None: no links.
+    public_url: str | None = None

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from vakta.server.api import admin, agents, alerts, incidents, lists, matching, sessions, stats
+from vakta.server.api import (
+    actionplan,
+    admin,
+    agents,
+    alerts,
+    forwarding,
+    incidents,
+    lists,
+    matching,
+    sessions,
+    stats,
+)
 
 PREFIX = "/api/v1"
 
@@ -13,4 +24,6 @@ def router() -> APIRouter:
     api = APIRouter(prefix=PREFIX)
     for module in (agents, alerts, incidents, stats, sessions, admin, lists, matching):
         api.include_router(module.router)
+    api.include_router(actionplan.router)
+    api.include_router(forwarding.router)
     return api

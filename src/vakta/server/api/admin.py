@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from vakta.server import audit
+from vakta.server import accounts, audit
 from vakta.server.accounts import AccountError, create_token, create_user, revoke_token
 from vakta.server.api.common import STRICT, Label, Page, Username, database, page
 from vakta.server.auth import Permission, Principal
@@ -34,6 +36,22 @@ class UserOut(BaseModel):
     role: str
     created_at: datetime
     disabled_at: datetime | None
+    #: A TOTP second factor is enabled (logging in needs a code).
+    totp_enabled: bool = False
+    #: Failed logins in a row, and until when the account is locked (see ``vakta.server.logins``).
+    failed_logins: int = 0
+    locked_until: datetime | None = None
+
+
+class DisableIn(BaseModel):
+    model_config = STRICT
+    #: Also revoke the bearer and enrolment tokens this user made (their sessions end anyway).
+    revoke_tokens: bool = True
+
+
+class Disabled(UserOut):
+    sessions_ended: int
+    tokens_revoked: int
 
 
 class TokenIn(BaseModel):
@@ -82,6 +100,48 @@ def add_user(body: UserIn, request: Request, admin: Admin) -> UserOut:
     except AccountError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     return _user_out(user)
+
+
+def _change_user(request: Request, change: Callable[[Session], User]) -> UserOut:
+    """Run an account change in one transaction: 404 for an unknown user, 409 for a refused change."""
+    try:
+        with database(request).write() as session:
+            return _user_out(change(session))
+    except AccountError as exc:
+        code = status.HTTP_404_NOT_FOUND if str(exc) == "no such user" else status.HTTP_409_CONFLICT
+        raise HTTPException(code, str(exc)) from None
+
+
+@router.post("/users/{user_id}/totp/reset", response_model=UserOut)
+def reset_user_totp(user_id: int, request: Request, admin: Admin) -> UserOut:
+    """Remove a user's second factor (a lost phone); they may enrol a new one after logging in."""
+    return _change_user(request, lambda s: accounts.reset_totp(s, user_id, admin.actor))
+
+
+@router.post("/users/{user_id}/unlock", response_model=UserOut)
+def unlock_user(user_id: int, request: Request, admin: Admin) -> UserOut:
+    """End a lockout after failed logins now (it ends by itself after its time)."""
+    return _change_user(request, lambda s: accounts.unlock_user(s, user_id, admin.actor))
+
+
+@router.post("/users/{user_id}/disable", response_model=Disabled)
+def disable_user(user_id: int, request: Request, admin: Admin, body: DisableIn | None = None) -> Disabled:
+    """Stop a user logging in: their sessions end now, and (by default) the tokens they made are revoked."""
+    revoke = True if body is None else body.revoke_tokens
+    try:
+        with database(request).write() as session:
+            user, ended, revoked = accounts.disable_user(session, user_id, admin.actor, revoke)
+            out = _user_out(user)
+    except AccountError as exc:
+        code = status.HTTP_404_NOT_FOUND if str(exc) == "no such user" else status.HTTP_409_CONFLICT
+        raise HTTPException(code, str(exc)) from None
+    return Disabled(**out.model_dump(), sessions_ended=ended, tokens_revoked=revoked)
+
+
+@router.post("/users/{user_id}/enable", response_model=UserOut)
+def enable_user(user_id: int, request: Request, admin: Admin) -> UserOut:
+    """Let a disabled user log in again."""
+    return _change_user(request, lambda s: accounts.enable_user(s, user_id, admin.actor))
 
 
 @router.get("/tokens", response_model=list[TokenOut])
@@ -145,6 +205,9 @@ def _user_out(user: User) -> UserOut:
         role=user.role,
         created_at=user.created_at,
         disabled_at=user.disabled_at,
+        totp_enabled=user.totp_enabled_at is not None,
+        failed_logins=user.failed_logins or 0,
+        locked_until=user.locked_until,
     )
 
 

@@ -1,9 +1,11 @@
-"""Incidents: the list, one incident with its alerts and notes, the workflow, notes, the evidence record.
+"""Incidents: the list, one incident with its alerts, notes and checklist, the workflow, notes, evidence.
 
 States move forward only: new -> triage -> escalated -> closed (new or
 triage may also close at once, e.g. a test signature or a false positive).
-Closing needs a resolution; a closed incident stays closed, and later alerts
-of the same host and user open a new one.
+Closing needs a resolution (``confirmed`` only once every required step of the
+action plan is done); a closed incident stays closed, and later alerts of the
+same host and user open a new one. The first human response (a state change,
+assignment, note or checklist tick) sets ``acknowledged_at``: time to respond.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from pydantic import BaseModel, StringConstraints
 from sqlalchemy import func, select
 
-from vakta.server import audit, evidence
+from vakta.server import actionplan, audit, evidence, evidence_pdf
 from vakta.server.api.alerts import AlertOut, alert_out
-from vakta.server.api.common import STRICT, NoteText, Page, Username, database, page
+from vakta.server.api.common import STRICT, NoNul, NoteText, Page, Username, database, page
 from vakta.server.auth import Permission, Principal
 from vakta.server.auth import require as require_
 from vakta.server.models import Alert, Incident, IncidentState, Note, Resolution, Role, User, utcnow
@@ -47,6 +49,8 @@ class IncidentOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     last_alert_at: datetime
+    #: The first human response (state change, assignment, note or checklist tick).
+    acknowledged_at: datetime | None
     closed_at: datetime | None
 
 
@@ -57,9 +61,26 @@ class NoteOut(BaseModel):
     text: str
 
 
+class ChecklistStep(BaseModel):
+    """A step of the action plan for this incident: done (when, by whom, with what note) or not yet."""
+
+    step_id: int
+    position: int
+    title: str
+    description: str
+    required: bool
+    #: Retired from the plan since (shown only when it was done for this incident).
+    retired: bool
+    done: bool
+    done_at: datetime | None
+    done_by: str | None
+    note: str | None
+
+
 class IncidentDetail(IncidentOut):
     alert_list: list[AlertOut]
     notes: list[NoteOut]
+    checklist: list[ChecklistStep]
 
 
 class IncidentChange(BaseModel):
@@ -74,6 +95,12 @@ class IncidentChange(BaseModel):
 class NoteIn(BaseModel):
     model_config = STRICT
     text: NoteText
+
+
+class StepDone(BaseModel):
+    model_config = STRICT
+    #: What was done (e.g. the police case reference); may be empty.
+    note: Annotated[str, StringConstraints(max_length=10_000), NoNul] = ""
 
 
 Reader = Annotated[Principal, Depends(require_(Permission.READ))]
@@ -117,8 +144,9 @@ def get_incident(incident_id: int, request: Request, _: Reader) -> IncidentDetai
         alerts = session.execute(select(Alert).where(Alert.incident_id == incident_id).order_by(Alert.id))
         alert_list = [alert_out(a) for a in alerts.scalars()]
         notes = [_note_out(n) for n in _notes(session, incident_id)]
+        steps = [ChecklistStep(**item.as_dict()) for item in actionplan.checklist(session, incident_id)]
     base = incident_out(incident, len(alert_list))
-    return IncidentDetail(**base.model_dump(), alert_list=alert_list, notes=notes)
+    return IncidentDetail(**base.model_dump(), alert_list=alert_list, notes=notes, checklist=steps)
 
 
 @router.patch("/{incident_id}", response_model=IncidentOut)
@@ -131,7 +159,7 @@ def change_incident(
         incident = _get(session, incident_id, lock=True)
         details = _apply(session, incident, change, now)
         if details:
-            incident.updated_at = now
+            _touch(incident, now)
             audit.append(session, worker.actor, "incident.update", f"incident:{incident.id}", details)
         count = _alert_counts(session, [incident.id]).get(incident.id, 0)
     return incident_out(incident, count)
@@ -145,7 +173,7 @@ def add_note(incident_id: int, body: NoteIn, request: Request, worker: Worker) -
         incident = _get(session, incident_id, lock=True)
         note = Note(incident_id=incident.id, author=worker.actor, created_at=now, text=body.text)
         session.add(note)
-        incident.updated_at = now
+        _touch(incident, now)
         session.flush()
         audit.append(
             session,
@@ -173,6 +201,67 @@ def get_evidence(incident_id: int, request: Request, reader: Reader) -> dict[str
     return record
 
 
+@router.put("/{incident_id}/steps/{step_id}", response_model=ChecklistStep)
+def tick_step(
+    incident_id: int, step_id: int, body: StepDone, request: Request, worker: Worker
+) -> ChecklistStep:
+    """Mark a step of the action plan done for this incident (again: replace its note)."""
+    return _step_change(request, incident_id, step_id, worker, body.note)
+
+
+@router.delete("/{incident_id}/steps/{step_id}", response_model=ChecklistStep)
+def untick_step(incident_id: int, step_id: int, request: Request, worker: Worker) -> ChecklistStep:
+    """Mark a step of the action plan not done (the audit log keeps that it was)."""
+    return _step_change(request, incident_id, step_id, worker, None)
+
+
+def _step_change(
+    request: Request, incident_id: int, step_id: int, worker: Principal, note: str | None
+) -> ChecklistStep:
+    """Tick (``note`` given) or untick a step; the checklist entry as it is afterwards."""
+    now = utcnow()
+    try:
+        with database(request).write() as session:
+            incident = _get(session, incident_id, lock=True)
+            if note is None:
+                changed = actionplan.untick(session, incident, step_id, worker.actor)
+            else:
+                changed = actionplan.tick(session, incident, step_id, note, worker.actor)
+            if changed:
+                _touch(incident, now)
+            item = actionplan.checklist_item(session, incident_id, step_id)
+    except actionplan.StepNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except actionplan.PlanError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return ChecklistStep(**item.as_dict())
+
+
+@router.get(
+    "/{incident_id}/evidence.pdf",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}, "description": "The evidence record as PDF."}},
+)
+def get_evidence_pdf(incident_id: int, request: Request, reader: Reader) -> Response:
+    """The evidence record as PDF for a police report, tied to the JSON record by its SHA-256; audited."""
+    with database(request).read() as session:
+        record = evidence.build(session, _get(session, incident_id), reader.actor)
+    pdf = evidence_pdf.render(record)
+    with database(request).write() as session:
+        details = {"sha256": record["sha256"], "format": "pdf", "pdf_sha256": evidence.bytes_digest(pdf)}
+        audit.append(session, reader.actor, "incident.evidence", f"incident:{incident_id}", details)
+    name = f"vakta-incident-{incident_id}-evidence.pdf"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
+    return Response(pdf, media_type="application/pdf", headers=headers)
+
+
+def _touch(incident: Incident, now: datetime) -> None:
+    """A person worked the incident: it changed now, and the first such change is the response."""
+    incident.updated_at = now
+    if incident.acknowledged_at is None:
+        incident.acknowledged_at = now
+
+
 def _apply(session: Any, incident: Incident, change: IncidentChange, now: datetime) -> dict[str, Any]:
     """Apply a change; the audit details of what changed (empty: nothing did)."""
     fields = change.model_fields_set
@@ -180,10 +269,23 @@ def _apply(session: Any, incident: Incident, change: IncidentChange, now: dateti
     if "assignee" in fields:
         details.update(_assign(session, incident, change.assignee))
     if change.state is not None and change.state != incident.state:
+        if change.state == IncidentState.CLOSED and change.resolution == Resolution.CONFIRMED:
+            _check_plan_done(session, incident)
         details.update(_transition(incident, change.state, change.resolution, now))
     elif change.resolution is not None:
         raise HTTPException(status.HTTP_409_CONFLICT, "a resolution is given when closing an incident")
     return details
+
+
+def _check_plan_done(session: Any, incident: Incident) -> None:
+    """Refuse to close as confirmed while required steps of the action plan are not done."""
+    missing = actionplan.missing_required(session, incident.id)
+    if missing:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            "closing as confirmed needs every required action plan step done; not done yet: "
+            + "; ".join(missing),
+        )
 
 
 def _assign(session: Any, incident: Incident, username: str | None) -> dict[str, Any]:
@@ -255,6 +357,7 @@ def incident_out(incident: Incident, alerts: int) -> IncidentOut:
         created_at=incident.created_at,
         updated_at=incident.updated_at,
         last_alert_at=incident.last_alert_at,
+        acknowledged_at=incident.acknowledged_at,
         closed_at=incident.closed_at,
     )
 

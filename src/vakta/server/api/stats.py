@@ -1,4 +1,5 @@
-"""Statistics management asks for: open incidents, alerts per week, detections by storage kind, agents."""
+"""Statistics management asks for: open incidents, alerts per week, detections by storage kind, agents,
+time to respond and time to close."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from vakta.server.auth import Permission, Principal
 from vakta.server.auth import require as require_
 from vakta.server.fleet import AgentCounts, agent_counts
 from vakta.server.models import Alert, Incident, IncidentState, Storage, utcnow
+from vakta.server.response_times import Durations, response_times
 
 router = APIRouter(prefix="/stats", tags=["statistics"])
 
@@ -36,6 +38,10 @@ class Stats(BaseModel):
     #: Real (not test) alerts by where the file sat, over the same weeks.
     detections_by_storage: dict[str, int]
     agents: AgentCounts
+    #: Real incidents opened in the window: creation to first human response (state, assignment, note, step).
+    time_to_respond: Durations
+    #: Real incidents opened in the window: creation to closing.
+    time_to_close: Durations
 
 
 @router.get("", response_model=Stats)
@@ -48,12 +54,15 @@ def stats(
     monday = datetime.combine(now.date() - timedelta(days=now.weekday()), datetime.min.time(), UTC)
     starts = [monday - timedelta(weeks=n) for n in range(weeks - 1, -1, -1)]
     with database(request).read() as session:
+        times = response_times(session, starts[0])
         return Stats(
             open_incidents=_open_incidents(session, test=False),
             open_test_incidents=sum(_open_incidents(session, test=True).values()),
             alerts_per_week=_weeks(session, starts),
             detections_by_storage=_by_storage(session, starts[0]),
             agents=agent_counts(session, now - settings(request).offline_after),
+            time_to_respond=times.respond,
+            time_to_close=times.close,
         )
 
 

@@ -54,6 +54,8 @@ NOTICES = {
     "state": "The incident's state was changed.",
     "assigned": "The assignment was saved.",
     "note": "The note was added.",
+    "step": "The action plan step was marked done.",
+    "unstep": "The action plan step was marked not done.",
     "revoked": "The agent was revoked: its requests are refused from now on.",
 }
 SHOW_OPEN: dict[str, bool | None] = {"open": True, "closed": False, "all": None}
@@ -66,6 +68,10 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 class LoginNeeded(Exception):
     """No valid session: the browser is sent to the login page."""
+
+
+class SecondFactorNeeded(Exception):
+    """The console requires a second factor this person has not enrolled: sent to the security page."""
 
 
 class Refused(Exception):
@@ -81,6 +87,16 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else "-"
 
 
+def _duration(seconds: float | None) -> str:
+    """A duration for people: 45 s, 12 min, 3.5 h, 2.1 d ("-" when there is none)."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}".replace(".0 ", " ")
+    return f"{seconds:.0f} s"
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -88,6 +104,7 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["when"] = _when
+    env.filters["duration"] = _duration
     return env
 
 
@@ -101,6 +118,13 @@ def install(app: FastAPI) -> None:
     app.add_api_route("/", _home, methods=["GET"], include_in_schema=False)
     app.add_exception_handler(LoginNeeded, _to_login)
     app.add_exception_handler(Refused, _refused)
+    from vakta.server.ui import pages  # users, lists, security (it imports this module)
+
+    app.include_router(pages.router)
+    from vakta.server.ui import plan_page  # the action plan (it imports this module)
+
+    app.include_router(plan_page.router)
+    app.add_exception_handler(SecondFactorNeeded, pages.to_security)
 
 
 def _home() -> RedirectResponse:
@@ -120,8 +144,14 @@ async def _refused(request: Request, exc: Exception) -> Response:
 # --------------------------------------------------------------------------- who is asking
 
 
-def _caller(request: Request, permission: Permission, csrf: str | None = None) -> Principal:
-    """The signed-in person, if allowed; ``csrf`` is the form's token on requests that change something."""
+def _caller(
+    request: Request, permission: Permission, csrf: str | None = None, *, enrolling: bool = False
+) -> Principal:
+    """The signed-in person, if allowed; ``csrf`` is the form's token on requests that change something.
+
+    ``enrolling``: a page a person who must still enrol a second factor may use
+    (the others send them to the security page).
+    """
     checked = request if csrf is None else _with_csrf_header(request, csrf)
     try:
         with database(request).read() as session:
@@ -134,6 +164,8 @@ def _caller(request: Request, permission: Permission, csrf: str | None = None) -
     if not principal.may(permission):
         log.info("UI refused %s %s to %s", request.method, request.url.path, principal.actor)
         raise Refused(status.HTTP_403_FORBIDDEN, f"the {principal.role} role may not do this")
+    if principal.needs_totp and not enrolling:
+        raise SecondFactorNeeded
     return principal
 
 
@@ -199,15 +231,17 @@ def login_form(request: Request) -> Response:
 
 
 @router.post("/login")
-def login(request: Request, csrf_token: Csrf = "", username: Text = "", password: Text = "") -> Response:
+def login(
+    request: Request, csrf_token: Csrf = "", username: Text = "", password: Text = "", totp: Text = ""
+) -> Response:
     """Log in through the API's own login: the same checks, session cookie and audit entries."""
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not secrets.compare_digest(expected.encode(), csrf_token.encode()):
         return _login_page(request, "The login form expired: please log in again.", username, 403)
     try:
-        body = sessions.Login(username=username, password=password)
+        body = sessions.Login(username=username, password=password, totp=totp.strip() or None)
     except ValidationError:
-        return _login_page(request, "wrong username or password", username, 401)
+        return _login_page(request, sessions.WRONG_LOGIN, username, 401)
     issued = Response()
     try:
         sessions.login(body, request, issued)
@@ -236,7 +270,7 @@ def _login_page(request: Request, error: str | None = None, username: str = "", 
 
 @router.post("/logout")
 def logout(request: Request, csrf_token: Csrf = "") -> Response:
-    caller = _caller(request, Permission.READ, csrf_token)
+    caller = _caller(request, Permission.READ, csrf_token, enrolling=True)
     ended = sessions.logout(request, caller)
     response = _see("/login")
     _copy_cookies(ended, response)
@@ -373,6 +407,42 @@ def add_note(request: Request, incident_id: int, csrf_token: Csrf = "", text: Te
     except HTTPException as exc:
         raise Refused(exc.status_code, str(exc.detail)) from None
     return _see(f"/incidents/{incident_id}?done=note")
+
+
+# --------------------------------------------------------------------------- action plan checklist
+
+
+@router.post("/incidents/{incident_id}/steps/{step_id}")
+def tick_step(
+    request: Request, incident_id: int, step_id: int, csrf_token: Csrf = "", note: Text = ""
+) -> Response:
+    """Mark an action plan step done, as ``PUT /api/v1/incidents/{id}/steps/{step_id}`` does."""
+    caller = _caller(request, Permission.WORK, csrf_token)
+    return _step(request, caller, incident_id, step_id, note.strip(), "step")
+
+
+@router.post("/incidents/{incident_id}/steps/{step_id}/undo")
+def untick_step(request: Request, incident_id: int, step_id: int, csrf_token: Csrf = "") -> Response:
+    """Mark an action plan step not done, as ``DELETE /api/v1/incidents/{id}/steps/{step_id}`` does."""
+    caller = _caller(request, Permission.WORK, csrf_token)
+    return _step(request, caller, incident_id, step_id, None, "unstep")
+
+
+def _step(
+    request: Request, caller: Principal, incident_id: int, step_id: int, note: str | None, done: str
+) -> Response:
+    try:
+        if note is None:
+            incidents.untick_step(incident_id, step_id, request, caller)
+        else:
+            incidents.tick_step(incident_id, step_id, incidents.StepDone(note=note), request, caller)
+    except ValidationError as exc:
+        return _incident(request, caller, incident_id, error=_problem(exc), status_code=422)
+    except HTTPException as exc:
+        if exc.status_code == status.HTTP_404_NOT_FOUND:
+            raise Refused(exc.status_code, str(exc.detail)) from None
+        return _incident(request, caller, incident_id, error=str(exc.detail), status_code=exc.status_code)
+    return _see(f"/incidents/{incident_id}?done={done}")
 
 
 # --------------------------------------------------------------------------- agents
