@@ -73,6 +73,7 @@ class Server:
     url: str
     home: Path
     port: int
+    workers: int = 1
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -98,9 +99,13 @@ class Server:
             listen,
             "--database",
             self.url,
+            "--workers",
+            str(self.workers),
         ]
-        with (self.home / "server.log").open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        with (self.home / "server.log").open("ab") as log:  # its own group: kill -9 reaches every worker
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -115,7 +120,10 @@ class Server:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
+            if sig == signal.SIGKILL:
+                os.killpg(self.process.pid, sig)  # the supervisor and its workers at once, as a crash
+            else:
+                self.process.send_signal(sig)
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
@@ -294,7 +302,7 @@ def pct(values: list[float], q: int) -> float:
 def run_one(label: str, url: str, args: argparse.Namespace, work: Path, fault: bool) -> dict[str, Any]:
     home = work / label
     home.mkdir()
-    server = Server(url, home, free_port())
+    server = Server(url, home, free_port(), args.workers)
     server.start()
     try:
         admin = server.cli("token", "create", "--role", "admin")
@@ -435,6 +443,7 @@ def main() -> int:
     ap.add_argument(
         "--postgres", help="postgresql://user:pass@host:port/db of a role that may create databases"
     )
+    ap.add_argument("--workers", type=int, default=1, help="server processes (vakta server run --workers)")
     ap.add_argument("--no-sqlite", dest="sqlite", action="store_false")
     ap.add_argument("--no-fault", dest="fault", action="store_false", help="skip the kill -9 run")
     ap.add_argument("--json", action="store_true")

@@ -12,10 +12,12 @@ limits) is per worker; the database keeps everything that must be shared.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 #: A worker that dies sooner than this after its start is restarted only after a pause.
 _QUICK_DEATH = 5.0
 _PAUSE = 2.0
+_PR_SET_PDEATHSIG = 1
 
 
 def serve(build: Callable[[], Any], host: str, port: int, workers: int, **uvicorn_options: Any) -> None:
@@ -94,6 +97,7 @@ class _Supervisor:
             try:
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(signum, signal.SIG_DFL)
+                _end_with_parent()
                 code = _work(self.build, self.listener, self.options)
             finally:
                 os._exit(code)
@@ -104,6 +108,19 @@ class _Supervisor:
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+
+
+def _end_with_parent() -> None:
+    """On Linux, a worker gets SIGTERM when the supervisor dies (even by ``kill -9``): no orphan keeps the port."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError) as exc:  # pragma: no cover - no prctl in this libc
+        log.warning("workers will not end with the supervisor: %s", exc)
+    if os.getppid() == 1:  # the supervisor died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _work(build: Callable[[], Any], listener: socket.socket, options: dict[str, Any]) -> int:
