@@ -20,7 +20,7 @@ from typing import Any
 
 from vakta.cache import SignalCache
 from vakta.containers import Limits, reader_for
-from vakta.containers.expand import Expansion, member_signals
+from vakta.containers.expand import Expansion, default_threads, member_signals
 from vakta.containers.shard import Shard, shardable
 from vakta.findings import Finding
 from vakta.items import Item, ItemChangedError
@@ -79,6 +79,9 @@ OVERLAP_CONTAINER_BYTES = 64 << 20
 
 #: A container at least this large is split between the worker processes when its reader allows.
 SHARD_BYTES = 256 << 20
+#: Shares per worker: more than one lets the pool even out shares that turn out uneven (and the
+#: container's own digests, one more task), at the price of one more listing each.
+SHARES_PER_WORKER = 2
 
 
 def _sniffed_type(item: Item) -> str | None:
@@ -354,8 +357,17 @@ class Scanner:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _split_kind(self, item: Item, cached: Signals | None) -> str | None:
-        """The sniffed type of a container to split between the workers, or None to hash it whole."""
+        """The sniffed type of a container to split between the workers, or None to hash it whole.
+
+        Only when there are more workers than one process's member threads
+        (:func:`default_threads`): up to that, one process's threads keep the
+        cores as busy (hashlib, Pillow and numpy free the GIL) without listing
+        the container once per share. On 2 cores a 1.2 GB image took 9.3 s
+        whole and 10.3-10.9 s split.
+        """
         if self.limits is None or cached is not None or item.size < self.shard_bytes:
+            return None
+        if self.workers <= default_threads():
             return None
         kind = _sniffed_type(item)
         return kind if shardable(reader_for(kind)) else None
@@ -363,8 +375,9 @@ class Scanner:
     def _submit_split(self, pool: ProcessPoolExecutor, item: Item, kind: str) -> list[Future[Any]]:
         """The container's own digests, and one share of its members per worker."""
         self.split += 1
-        log.info("%s: split between %d worker processes", item.display[0], self.workers)
-        shares = [pool.submit(_shard_in_worker, item, kind, i, self.workers) for i in range(self.workers)]
+        count = SHARES_PER_WORKER * self.workers
+        log.info("%s: split into %d shares for %d worker processes", item.display[0], count, self.workers)
+        shares = [pool.submit(_shard_in_worker, item, kind, i, count) for i in range(count)]
         return [pool.submit(_digest_in_worker, item), *shares]
 
     def _isolated(
