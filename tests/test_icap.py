@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 from PIL import Image
@@ -293,6 +293,57 @@ def test_archive_member_blocked_with_its_location(serve: Callable[..., Running])
     (alert,) = [json.loads(line) for line in running.alert_log.read_text().splitlines()]
     assert alert["inside"] == ["pics/a.jpg"]
     assert alert["location"] == "http://example.test/x > pics/a.jpg"
+
+
+def test_body_cache_hashes_a_body_once_and_matches_it_against_the_lists_in_force(
+    images: ImageFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vakta.icap import filter as icap_filter
+    from vakta.icap.bodycache import BodyCache
+
+    hashed: list[str] = []
+    real = icap_filter.hash_tree
+
+    def counting(item: Any, *args: Any) -> Any:
+        hashed.append(item.display[0])
+        return real(item, *args)
+
+    monkeypatch.setattr(icap_filter, "hash_tree", counting)
+    cache = BodyCache(2)
+    signature, benign = testsignature.image_bytes(), images.encode(images.pattern(3), "PNG")
+    examine = Examiner(_matcher(), HashOptions(), None, web_limits(10.0), cache)
+    first = examine(signature, "http://a.example/sig.jpg")
+    again = examine(signature, "http://b.example/copy.jpg")
+    assert hashed == ["http://a.example/sig.jpg"] and (cache.hits, cache.misses) == (1, 1)
+    assert [f.signals.path for f in again] == ["http://b.example/copy.jpg"]
+    assert again[0].matched and again[0].signals.md5 == first[0].signals.md5
+    assert first[0].signals.path == "http://a.example/sig.jpg"  # the cached copy was not renamed
+    # The benign body is remembered too; a list naming it afterwards matches it at once.
+    assert not examine(benign, "http://a.example/b.png")[0].matched
+    listed = EntryRow("new", "md5", hashlib.md5(benign).digest(), "e1", "1", None, "text", "t")
+    updated = Examiner(
+        Matcher(ListIndex.build([*testsignature.entry_rows(), listed])),
+        HashOptions(),
+        None,
+        web_limits(10.0),
+        cache,
+    )
+    assert updated(benign, "http://c.example/b.png")[0].matched
+    assert len(hashed) == 2
+    # Least recently used out: a third body pushes out the signature (2 entries).
+    examine(images.encode(images.pattern(4), "PNG"), "http://a.example/c.png")
+    examine(signature, "http://a.example/sig.jpg")
+    assert len(hashed) == 4
+
+
+def test_body_cache_keeps_no_signals_with_errors() -> None:
+    from vakta.icap.bodycache import BodyCache
+
+    cache = BodyCache()
+    examine = Examiner(_matcher(), HashOptions(), None, web_limits(10.0), cache)
+    broken = b"\x89PNG\r\n\x1a\n" + b"\0" * 100  # a PNG signature and nothing decodable
+    assert examine(broken, "http://a.example/x.png")[0].signals.errors
+    assert cache.get(cache.key(broken), "x") is None
 
 
 def test_examiner_uses_the_scan_pipeline() -> None:

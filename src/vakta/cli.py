@@ -934,6 +934,16 @@ def icap_command(
     ] = False,
     block_status: Annotated[int, typer.Option("--block-status", min=400, max=599, help="HTTP status.")] = 403,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Hashing threads.")] = 2,
+    extra_queries: Annotated[
+        bool,
+        typer.Option(
+            "--extra-queries/--no-extra-queries",
+            help="Also PDQ's edited-copy variants, as scan does (off: the latency of every picture).",
+        ),
+    ] = False,
+    cache_bodies: Annotated[
+        int, typer.Option("--cache-bodies", min=0, help="Bodies remembered by content (0: hash every one).")
+    ] = 4096,
     alert: Annotated[list[str] | None, typer.Option("--alert", help="Notifier URL, as for scan.")] = None,
     alert_log: Annotated[
         Path | None, typer.Option("--alert-log", help="JSONL alerts without --alert.")
@@ -953,7 +963,9 @@ def icap_command(
     index, known_good = load_index(home, store, detect_lists, ignore_lists, not no_test_list)
     urls = UrlIndex(store.entries(detect_lists))
     store.close()
-    settings = Settings(parse_size(max_body), max_seconds, block_unchecked, block_status, workers)
+    settings = Settings(
+        parse_size(max_body), max_seconds, block_unchecked, block_status, workers, extra_queries, cache_bodies
+    )
     alerts_to = dispatcher or alert_log or home / "icap-alerts.jsonl"
     serve(address, Matcher(index, threshold), known_good or None, urls, settings, alerts_to)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vakta.icap.alerts import AlertSink
+from vakta.icap.bodycache import DEFAULT_ENTRIES, BodyCache
 from vakta.icap.filter import Examiner, Policy, web_limits
 from vakta.icap.server import IcapServer
 from vakta.icap.urls import UrlIndex
@@ -30,6 +31,10 @@ class Settings:
     block_unchecked: bool
     block_status: int
     workers: int
+    #: PDQ's edited-copy query variants too (upscaled, tone, banner, border): more recall, more latency.
+    extra_queries: bool = False
+    #: Bodies whose signals are remembered by content (0: none).
+    cache_entries: int = DEFAULT_ENTRIES
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -51,7 +56,9 @@ def build(
     policy = Policy(
         settings.max_body_bytes, settings.max_seconds, settings.block_unchecked, settings.block_status
     )
-    examine = Examiner(matcher, HashOptions(), known_good, web_limits(settings.max_seconds))
+    cache = BodyCache(settings.cache_entries) if settings.cache_entries else None
+    options = HashOptions(extra_queries=settings.extra_queries)
+    examine = Examiner(matcher, options, known_good, web_limits(settings.max_seconds), cache)
     sink = AlertSink(alerts_to, None) if isinstance(alerts_to, Path) else AlertSink(None, alerts_to)
     return IcapServer(examine, sink, policy, workers=settings.workers, urls=urls)
 
@@ -69,6 +76,9 @@ def serve(
     log.warning("%d URL list entries", len(urls))
     asyncio.run(_serve(server, *address))
     log.warning("icap: %s", ", ".join(f"{k} {v}" for k, v in sorted(server.counts.items())) or "no requests")
+    cache = server.examine.cache if isinstance(server.examine, Examiner) else None
+    if cache is not None:
+        log.warning("body cache: %d hits, %d misses", cache.hits, cache.misses)
 
 
 async def _serve(server: IcapServer, host: str, port: int) -> None:

@@ -15,6 +15,7 @@ from functools import partial
 
 from vakta.containers import Limits, reader_for
 from vakta.findings import Finding
+from vakta.icap.bodycache import BodyCache
 from vakta.items import Item
 from vakta.matching.knowngood import KnownGood
 from vakta.matching.matcher import Matcher
@@ -81,15 +82,22 @@ def wanted(declared: str | None, head: bytes, encoding: str | None = None) -> bo
 
 @dataclass(frozen=True)
 class Examiner:
-    """Hashes a body and its members and matches them; picklable state only, run off the event loop."""
+    """Hashes a body and its members and matches them; runs on the server's threads, off the event loop."""
 
     matcher: Matcher
     options: HashOptions
     known_good: KnownGood | None
     limits: Limits | None
+    #: Signals of bodies seen before, by content (None: hash every body).
+    cache: BodyCache | None = None
 
     def __call__(self, body: bytes, url: str) -> list[Finding]:
         """One finding per hashed thing (the body first, then members of an archive)."""
         item = Item(url.encode("utf-8", "surrogateescape"), size=len(body), opener=partial(io.BytesIO, body))
-        tree = hash_tree(item, self.options, self.known_good, self.limits)
+        key = self.cache.key(body) if self.cache else b""
+        tree = self.cache.get(key, item.display[0]) if self.cache else None
+        if tree is None:
+            tree = hash_tree(item, self.options, self.known_good, self.limits)
+            if self.cache:
+                self.cache.put(key, tree)
         return [Finding(s, [] if s.skipped else self.matcher.match(s)) for s in tree]
