@@ -443,7 +443,12 @@ def main() -> int:
     ap.add_argument(
         "--postgres", help="postgresql://user:pass@host:port/db of a role that may create databases"
     )
-    ap.add_argument("--workers", type=int, default=1, help="server processes (vakta server run --workers)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="server processes (vakta server run --workers; default one per core, as docs/server.md advises)",
+    )
     ap.add_argument("--no-sqlite", dest="sqlite", action="store_false")
     ap.add_argument("--no-fault", dest="fault", action="store_false", help="skip the kill -9 run")
     ap.add_argument("--json", action="store_true")
