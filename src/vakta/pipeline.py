@@ -20,7 +20,7 @@ from typing import Any
 
 from vakta.cache import SignalCache
 from vakta.containers import Limits, reader_for
-from vakta.containers.expand import Expansion, default_threads, member_signals
+from vakta.containers.expand import Expansion, member_signals
 from vakta.containers.shard import Shard, shardable
 from vakta.findings import Finding
 from vakta.items import Item, ItemChangedError
@@ -359,15 +359,11 @@ class Scanner:
     def _split_kind(self, item: Item, cached: Signals | None) -> str | None:
         """The sniffed type of a container to split between the workers, or None to hash it whole.
 
-        Only when there are more workers than one process's member threads
-        (:func:`default_threads`): up to that, one process's threads keep the
-        cores as busy (hashlib, Pillow and numpy free the GIL) without listing
-        the container once per share. On 2 cores a 1.2 GB image took 9.3 s
-        whole and 10.3-10.9 s split.
+        On 2 cores a 2.4 GB image took 38.7-39.3 s split and 43.5-45.4 s whole
+        (PDQ's query variants are mostly Python, which threads cannot spread);
+        with the eight rotations only, 18.7 s split and 17.3-17.8 s whole.
         """
         if self.limits is None or cached is not None or item.size < self.shard_bytes:
-            return None
-        if self.workers <= default_threads():
             return None
         kind = _sniffed_type(item)
         return kind if shardable(reader_for(kind)) else None
