@@ -30,7 +30,8 @@ from watchdog.observers import Observer
 from vakta import testsignature
 from vakta.agent import client as agent_client
 from vakta.agent import core, identity
-from vakta.agent.core import Agent, Settings, backoff
+from vakta.agent.core import Agent, Settings
+from vakta.agent.delivery import backoff
 from vakta.agent.identity import AGENT_FOLDER, IDENTITY_FILE, QUEUE_FILE
 from vakta.agent.queue import AlertQueue
 from vakta.agent.watch import ChangeHandler, Debouncer, default_paths, new_mounts, read_mount_points

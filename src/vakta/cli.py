@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated, BinaryIO
+from typing import IO, TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 from rich.console import Console
@@ -48,6 +48,9 @@ from vakta.signals.kinds import HEX_LENGTHS
 from vakta.signals.model import HashOptions, Signals
 from vakta.sinks import sinks
 from vakta.sources import source_for
+
+if TYPE_CHECKING:
+    from vakta.icap.console import ConsoleReporter
 
 log = logging.getLogger("vakta")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -946,8 +949,14 @@ def icap_command(
     ] = 4096,
     alert: Annotated[list[str] | None, typer.Option("--alert", help="Notifier URL, as for scan.")] = None,
     alert_log: Annotated[
-        Path | None, typer.Option("--alert-log", help="JSONL alerts without --alert.")
+        Path | None, typer.Option("--alert-log", help="JSONL alerts without --alert or --console.")
     ] = None,
+    console: Annotated[
+        bool,
+        typer.Option(
+            "--console", help="Report to the console this home is enrolled with (vakta agent enroll)."
+        ),
+    ] = False,
 ) -> None:
     """Serve ICAP (RFC 3507) to a web proxy: responses that match the lists are replaced by a block page."""
     from vakta.icap.cli import Settings, parse_listen, serve
@@ -958,7 +967,9 @@ def icap_command(
         dispatcher = Dispatcher(alert, lambda line: err.print(line, markup=False)) if alert else None
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    home, store = _state(ctx).home, _open_store(ctx)
+    home = _state(ctx).home
+    reporter = _console_reporter(home) if console else None
+    store = _open_store(ctx)
     detect_lists, ignore_lists = _select_lists(store, lists)
     index, known_good = load_index(home, store, detect_lists, ignore_lists, not no_test_list)
     urls = UrlIndex(store.entries(detect_lists))
@@ -967,7 +978,19 @@ def icap_command(
         parse_size(max_body), max_seconds, block_unchecked, block_status, workers, extra_queries, cache_bodies
     )
     alerts_to = dispatcher or alert_log or home / "icap-alerts.jsonl"
-    serve(address, Matcher(index, threshold), known_good or None, urls, settings, alerts_to)
+    serve(address, Matcher(index, threshold), known_good or None, urls, settings, alerts_to, reporter)
+
+
+def _console_reporter(home: Path) -> ConsoleReporter:
+    """The enrolled identity's console, as the agent uses it; exit 2 with the way to enrol when there is none."""
+    from vakta.agent import identity
+    from vakta.icap.console import ConsoleReporter
+
+    try:
+        enrolled = identity.load(home)
+    except ValueError as exc:  # names the file and the command to run
+        raise _fail(str(exc)) from None
+    return ConsoleReporter(home, enrolled)
 
 
 @app.command("alert-test")

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from watchdog.observers.api import BaseObserver
 
 from vakta import __version__, bundles
 from vakta.agent import client, listsync
+from vakta.agent.delivery import MAX_BATCH, Delivery
 from vakta.agent.identity import QUEUE_FILE, Identity, agent_folder
 from vakta.agent.queue import AlertQueue
 from vakta.agent.watch import WATCHED_EVENTS, ChangeHandler, Debouncer, new_mounts, read_mount_points
@@ -53,8 +53,7 @@ CONSOLE_STORAGE = {
     kinds.NETWORK: "network",
     kinds.CLOUD_SYNC: "cloud-sync",
 }
-#: The console takes at most this many alerts per batch and matches per alert.
-MAX_BATCH = 500
+#: The console takes at most this many matches per alert.
 MAX_MATCHES = 64
 
 
@@ -110,7 +109,7 @@ class Agent:
         self.health = Health()
         self.probe = StorageProbe()
         self._stop = threading.Event()
-        self._wake_delivery = threading.Event()
+        self.delivery = Delivery(self.queue, identity, self._stop, settings.backoff, settings.max_backoff)
         #: Newly mounted volumes whose contents are to be scanned.
         self._volumes: SimpleQueue[str] = SimpleQueue()
         #: Set when a new list bundle is installed: the scanning thread loads it.
@@ -167,7 +166,7 @@ class Agent:
         self.scanner  # noqa: B018 - lists load before watching starts, in this (the scanning) thread
         schedule = Schedule(self)
         threads = [
-            threading.Thread(target=self._deliver_loop, name="vakta-delivery", daemon=True),
+            threading.Thread(target=self.delivery.loop, name="vakta-delivery", daemon=True),
             threading.Thread(target=self._heartbeat_loop, name="vakta-heartbeat", daemon=True),
             threading.Thread(target=self._mount_loop, name="vakta-mounts", daemon=True),
             threading.Thread(target=self._lists_loop, name="vakta-lists", daemon=True),
@@ -182,7 +181,7 @@ class Agent:
                 self._scan_loop()
             finally:
                 self._stop.set()
-                self._wake_delivery.set()
+                self.delivery.wake()
                 for thread in threads:
                     thread.join(timeout=35)
         self.close()
@@ -190,7 +189,7 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake_delivery.set()
+        self.delivery.wake()
         self.debouncer.wake()
 
     def stopped(self, timeout: float = 0.0) -> bool:
@@ -266,55 +265,14 @@ class Agent:
         location = " > ".join([str(body.get("path")), *map(str, body.get("inside", []))])
         log.warning("match: %s (%s)%s", location, lists, "" if fresh else " (already queued)")
         if fresh:
-            self._wake_delivery.set()
+            self.delivery.wake()
         return int(fresh)
 
     # ------------------------------------------------------------------ delivery
 
-    def _deliver_loop(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            batch = self.queue.batch(MAX_BATCH)
-            if not batch:
-                self._wake_delivery.wait(1.0)
-                self._wake_delivery.clear()
-                continue
-            try:
-                self.deliver(batch)
-            except client.ConsoleError as exc:
-                failures += 1
-                pause = backoff(failures, self.settings.backoff, self.settings.max_backoff)
-                level = logging.INFO if exc.retryable else logging.ERROR
-                log.log(level, "delivery of %d alerts failed (%s); again in %.1f s", len(batch), exc, pause)
-                self._stop.wait(pause)
-            else:
-                failures = 0
-
     def deliver(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
-        """Send one batch; forget it once the console committed it. ConsoleError: retry later."""
-        keys = [k for k, _ in batch]
-        self.queue.attempted(keys)
-        try:
-            answer = client.request(
-                self.identity.server, "/alerts", {"alerts": [b for _, b in batch]}, self.identity.secret
-            )
-        except client.ConsoleError as exc:
-            if exc.status in (413, 422):
-                self._deliver_singly(batch, exc)
-                return
-            raise
-        self.queue.delivered(keys)
-        log.info("delivered %d alerts (%s new)", len(keys), answer.get("new"))
-
-    def _deliver_singly(self, batch: list[tuple[str, dict[str, Any]]], exc: client.ConsoleError) -> None:
-        """The console refused the batch as invalid: find the alert(s) at fault and set them aside."""
-        if len(batch) == 1:
-            key = batch[0][0]
-            log.error("the console refused alert %s: %s; kept aside in the queue", key, exc)
-            self.queue.refuse(key, str(exc))
-            return
-        for item in batch:
-            self.deliver([item])
+        """Send one batch now (see :class:`Delivery`)."""
+        self.delivery.deliver(batch)
 
     # ------------------------------------------------------------------ heartbeats and mounts
 
@@ -424,11 +382,6 @@ def list_version(store: ListStore) -> str:
     infos = [(i.name, i.purpose, sorted(i.counts.items()), i.last_import) for i in store.lists()]
     digest = hashlib.sha256(json.dumps(infos, default=str).encode()).hexdigest()[:12]
     return f"store-{digest}"
-
-
-def backoff(failures: int, first: float, most: float) -> float:
-    """Seconds before the next try after ``failures`` failures in a row: doubling, jittered, capped."""
-    return float(min(first * 2 ** (failures - 1), most) * random.uniform(0.8, 1.2))
 
 
 def idempotency_key(agent_id: str, finding: Finding) -> str:

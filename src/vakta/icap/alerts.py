@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from vakta.findings import Finding
+from vakta.icap.console import ConsoleReporter
 from vakta.icap.urls import UrlHit
 from vakta.notify import Alert, AlertMatch
 from vakta.notify.dispatch import Dispatcher
@@ -17,11 +18,20 @@ log = logging.getLogger(__name__)
 
 
 class AlertSink:
-    """Sends each match to the ``--alert`` notifiers (storage kind ``network``), else appends it to a JSONL log."""
+    """Sends each match to the console and the ``--alert`` notifiers (storage kind ``network``).
 
-    def __init__(self, log_path: Path | None, dispatcher: Dispatcher | None = None) -> None:
+    With neither, each alert is appended to a JSONL log instead.
+    """
+
+    def __init__(
+        self,
+        log_path: Path | None,
+        dispatcher: Dispatcher | None = None,
+        console: ConsoleReporter | None = None,
+    ) -> None:
         self.log_path = log_path
         self.dispatcher = dispatcher
+        self.console = console
         self._lock = threading.Lock()
 
     def matched(self, findings: list[Finding], client: str | None, user: str | None) -> list[Alert]:
@@ -51,10 +61,12 @@ class AlertSink:
 
     def _send(self, alerts: list[Alert]) -> None:
         for alert in alerts:
+            if self.console:
+                self.console.put(alert)
             if self.dispatcher:
                 for channel in self.dispatcher.channels:
                     channel.put(alert)
-            else:
+            if not (self.console or self.dispatcher):
                 self._append(alert)
 
     def _append(self, alert: Alert) -> None:
@@ -70,3 +82,5 @@ class AlertSink:
     def close(self) -> None:
         if self.dispatcher:
             self.dispatcher.close()
+        if self.console:
+            self.console.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from vakta.icap.alerts import AlertSink
 from vakta.icap.bodycache import DEFAULT_ENTRIES, BodyCache
+from vakta.icap.console import ConsoleReporter
 from vakta.icap.filter import Examiner, Policy, web_limits
 from vakta.icap.server import IcapServer
 from vakta.icap.urls import UrlIndex
@@ -51,15 +52,19 @@ def build(
     urls: UrlIndex,
     settings: Settings,
     alerts_to: Dispatcher | Path,
+    console: ConsoleReporter | None = None,
 ) -> IcapServer:
-    """The server for these lists and settings; alerts go to the notifiers, or else to a JSONL file."""
+    """The server for these lists and settings; alerts go to the console and the notifiers, or else to a JSONL file."""
     policy = Policy(
         settings.max_body_bytes, settings.max_seconds, settings.block_unchecked, settings.block_status
     )
     cache = BodyCache(settings.cache_entries) if settings.cache_entries else None
     options = HashOptions(extra_queries=settings.extra_queries)
     examine = Examiner(matcher, options, known_good, web_limits(settings.max_seconds), cache)
-    sink = AlertSink(alerts_to, None) if isinstance(alerts_to, Path) else AlertSink(None, alerts_to)
+    if isinstance(alerts_to, Path):
+        sink = AlertSink(None if console else alerts_to, None, console)
+    else:
+        sink = AlertSink(None, alerts_to, console)
     return IcapServer(examine, sink, policy, workers=settings.workers, urls=urls)
 
 
@@ -70,9 +75,10 @@ def serve(
     urls: UrlIndex,
     settings: Settings,
     alerts_to: Dispatcher | Path,
+    console: ConsoleReporter | None = None,
 ) -> None:
     """Serve until interrupted (SIGINT/SIGTERM), then log what was done."""
-    server = build(matcher, known_good, urls, settings, alerts_to)
+    server = build(matcher, known_good, urls, settings, alerts_to, console)
     log.warning("%d URL list entries", len(urls))
     asyncio.run(_serve(server, *address))
     log.warning("icap: %s", ", ".join(f"{k} {v}" for k, v in sorted(server.counts.items())) or "no requests")
