@@ -28,13 +28,14 @@ from watchdog.events import FileSystemEvent
 from watchdog.observers import Observer
 
 from vakta import testsignature
-from vakta.agent import client as agent_client
-from vakta.agent import core, identity
+from vakta.agent import core
 from vakta.agent.core import Agent, Settings
-from vakta.agent.delivery import backoff
-from vakta.agent.identity import AGENT_FOLDER, IDENTITY_FILE, QUEUE_FILE
-from vakta.agent.queue import AlertQueue
 from vakta.agent.watch import ChangeHandler, Debouncer, default_paths, new_mounts, read_mount_points
+from vakta.reporting import client as agent_client
+from vakta.reporting import identity
+from vakta.reporting.delivery import backoff
+from vakta.reporting.identity import AGENT_FOLDER, IDENTITY_FILE, QUEUE_FILE
+from vakta.reporting.queue import AlertQueue
 from vakta.server.accounts import create_token
 from vakta.server.db import Database
 from vakta.server.models import Role

@@ -30,9 +30,7 @@ from server.test_ui import _browser
 from test_agent import FAST, Console, drop_signature, wait_for
 
 from vakta import testsignature
-from vakta.agent import identity
 from vakta.agent.core import Agent, Settings
-from vakta.agent.identity import AGENT_FOLDER
 from vakta.agent.schedule import (
     CACHE_FILE,
     LOCK_FILE,
@@ -44,6 +42,8 @@ from vakta.agent.schedule import (
     load_state,
 )
 from vakta.items import Item
+from vakta.reporting import identity
+from vakta.reporting.identity import AGENT_FOLDER
 from vakta.server.models import Role
 
 pytest.importorskip("watchdog")

@@ -983,8 +983,8 @@ def icap_command(
 
 def _console_reporter(home: Path) -> ConsoleReporter:
     """The enrolled identity's console, as the agent uses it; exit 2 with the way to enrol when there is none."""
-    from vakta.agent import identity
     from vakta.icap.console import ConsoleReporter
+    from vakta.reporting import identity
 
     try:
         enrolled = identity.load(home)

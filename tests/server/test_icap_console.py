@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from vakta import testsignature
-from vakta.agent import identity
 from vakta.icap.alerts import AlertSink
 from vakta.icap.console import QUEUE_FILE, ConsoleReporter
 from vakta.icap.filter import Examiner, web_limits
@@ -16,6 +15,7 @@ from vakta.icap.urls import UrlIndex, stored_value
 from vakta.lists.store import EntryRow
 from vakta.matching.index import ListIndex
 from vakta.matching.matcher import Matcher
+from vakta.reporting import identity
 from vakta.signals.model import HashOptions
 
 from .conftest import Served, vakta_command

@@ -63,8 +63,8 @@ def enroll(
 ) -> None:
     """Trade an enrolment token for this agent's own identity, stored mode 0600 in <home>/agent/."""
     from vakta import __version__
-    from vakta.agent import client, identity
     from vakta.notify import local_host
+    from vakta.reporting import client, identity
 
     if not server.startswith(("https://", "http://")):
         raise _fail("--server must be an http:// or https:// URL")
@@ -177,8 +177,8 @@ def _watched(watch: list[Path] | None, only_watch: bool) -> list[Path]:
 
 def _agent(home: Path, settings: Settings) -> Agent:
     """The enrolled agent, stopped cleanly by SIGTERM and SIGINT."""
-    from vakta.agent import identity
     from vakta.agent.core import Agent
+    from vakta.reporting import identity
 
     try:
         ident = identity.load(home)

@@ -27,10 +27,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from vakta import __version__, bundles
-from vakta.agent import client, listsync
-from vakta.agent.delivery import MAX_BATCH, Delivery
-from vakta.agent.identity import QUEUE_FILE, Identity, agent_folder
-from vakta.agent.queue import AlertQueue
+from vakta.agent import listsync
 from vakta.agent.watch import WATCHED_EVENTS, ChangeHandler, Debouncer, new_mounts, read_mount_points
 from vakta.cache import SignalCache
 from vakta.containers import Limits
@@ -42,6 +39,10 @@ from vakta.notify import Alert
 from vakta.notify import storage as kinds
 from vakta.notify.storage import StorageProbe, owner
 from vakta.pipeline import Scanner
+from vakta.reporting import client
+from vakta.reporting.delivery import MAX_BATCH, Delivery
+from vakta.reporting.identity import QUEUE_FILE, Identity, agent_folder
+from vakta.reporting.queue import AlertQueue
 from vakta.signals.model import HashOptions
 
 log = logging.getLogger(__name__)

@@ -16,11 +16,11 @@ import shutil
 from pathlib import Path
 
 from vakta import bundles
-from vakta.agent import client
-from vakta.agent.identity import Identity, agent_folder, write_private
 from vakta.lists.formats import list_formats
 from vakta.lists.model import ListRecord
 from vakta.lists.store import DETECT, IGNORE, EmptyImportError, ListStore
+from vakta.reporting import client
+from vakta.reporting.identity import Identity, agent_folder, write_private
 
 log = logging.getLogger(__name__)
 

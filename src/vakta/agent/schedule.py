@@ -38,9 +38,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from vakta.agent.identity import agent_folder, write_private
 from vakta.items import Item
 from vakta.pipeline import Scanner
+from vakta.reporting.identity import agent_folder, write_private
 
 if TYPE_CHECKING:
     from vakta.agent.core import Agent
@@ -201,10 +201,10 @@ class FullScan:
 
     def run(self) -> dict[str, Any]:
         from vakta.agent.core import alert_for, open_lists
-        from vakta.agent.identity import Identity
         from vakta.cache import SignalCache
         from vakta.containers import Limits
         from vakta.notify.storage import StorageProbe
+        from vakta.reporting.identity import Identity
         from vakta.signals.model import HashOptions
 
         home = Path(self.job.home)

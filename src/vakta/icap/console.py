@@ -3,7 +3,7 @@
 The ICAP service enrols like an endpoint agent (``vakta agent enroll --server
 URL --token T`` in its home) and reports through the same offline-first path:
 each alert is committed to an on-disk queue of its own before anything else
-and delivered in batches with retries (:class:`~vakta.agent.delivery.Delivery`),
+and delivered in batches with retries (:class:`~vakta.reporting.delivery.Delivery`),
 so a console that is down, or a restart, loses nothing. The console names the
 host after the enrolled identity (the proxy); the person is the proxy's
 authenticated user, or else the client's address.
@@ -16,10 +16,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from vakta.agent.delivery import Delivery
-from vakta.agent.identity import Identity, agent_folder
-from vakta.agent.queue import AlertQueue
 from vakta.notify import Alert
+from vakta.reporting.delivery import Delivery
+from vakta.reporting.identity import Identity, agent_folder
+from vakta.reporting.queue import AlertQueue
 
 #: The queue beside an endpoint agent's in the same home: two processes never share one.
 QUEUE_FILE = "icap-queue.sqlite"

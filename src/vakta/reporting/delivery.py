@@ -2,7 +2,7 @@
 
 Shared by everything that reports to a console as an enrolled agent (the
 endpoint agent, the ICAP service): an alert is committed to the on-disk
-:class:`~vakta.agent.queue.AlertQueue` first, and leaves it only once the
+:class:`~vakta.reporting.queue.AlertQueue` first, and leaves it only once the
 console answered that the batch is stored; the console's idempotency keys
 make a batch sent twice (a crash after sending, before forgetting) harmless.
 """
@@ -14,9 +14,9 @@ import random
 import threading
 from typing import Any
 
-from vakta.agent import client
-from vakta.agent.identity import Identity
-from vakta.agent.queue import AlertQueue
+from vakta.reporting import client
+from vakta.reporting.identity import Identity
+from vakta.reporting.queue import AlertQueue
 
 log = logging.getLogger(__name__)
 
