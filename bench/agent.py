@@ -162,6 +162,9 @@ class Setup:
             "the agent's first heartbeat", lambda: any(a["last_seen_at"] for a in self.agents()), 60, 0.2
         )
         wait_until("the agent to watch", lambda: "watching" in (self.tmp / "agent.log").read_text(), 60, 0.2)
+        # Steady state: the full scan the agent runs at start (niced, CPU-budgeted) is over.
+        done = self.home / "agent" / "full-scan.json"  # written when a full scan finishes
+        wait_until("the first full scan", done.exists, 600, 0.2)
         return self.agent.pid
 
     def stop_agent(self) -> None:
