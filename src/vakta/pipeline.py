@@ -138,12 +138,15 @@ class Work:
             if name is not None:
                 cached.skipped = f"on known-good list {name!r}"
                 cached.pdq_queries = []
-        return [(s, [] if s.skipped else self.finder.find(s)) for s in tree]
+        return [self._found(s) for s in tree]
+
+    def _found(self, signals: Signals) -> Hashed:
+        """Signals with the entries they hit (none for what was skipped)."""
+        return signals, [] if signals.skipped else self.finder.find(signals)
 
     def digest(self, item: Item) -> Hashed:
         """The item alone (a split container's own digests), with what it hits."""
-        signals = hash_item(item, self.options, self.known_good)
-        return signals, [] if signals.skipped else self.finder.find(signals)
+        return self._found(hash_item(item, self.options, self.known_good))
 
     def shard(self, item: Item, kind: str, index: int, count: int) -> ShardResult:
         """One share of a split container's members (see :mod:`vakta.containers.shard`)."""
@@ -155,7 +158,7 @@ class Work:
         groups = _top_level_groups(member_signals(listing, item.open, expansion, shard))
         if len(groups) != len(shard.positions):
             raise RuntimeError(f"{len(groups)} member groups for {len(shard.positions)} members")
-        found = [[(s, [] if s.skipped else self.finder.find(s)) for s in group] for group in groups]
+        found = [[self._found(s) for s in group] for group in groups]
         return ShardResult(listing.errors, list(zip(shard.positions, found, strict=True)))
 
 
@@ -369,7 +372,7 @@ class Scanner:
         return kind if shardable(reader_for(kind)) else None
 
     def _submit_split(self, pool: ProcessPoolExecutor, item: Item, kind: str) -> list[Future[Any]]:
-        """The container's own digests, and one share of its members per worker."""
+        """The container's own digests, and :data:`SHARES_PER_WORKER` shares of its members per worker."""
         self.split += 1
         count = SHARES_PER_WORKER * self.workers
         log.info("%s: split into %d shares for %d worker processes", item.display[0], count, self.workers)

@@ -54,8 +54,6 @@ CONSOLE_STORAGE = {
     kinds.NETWORK: "network",
     kinds.CLOUD_SYNC: "cloud-sync",
 }
-#: The console takes at most this many matches per alert.
-MAX_MATCHES = 64
 
 
 @dataclass
@@ -375,7 +373,8 @@ def alert_for(identity: Identity, probe: StorageProbe, finding: Finding) -> tupl
     storage = CONSOLE_STORAGE.get(probe.kind(path), "internal")
     alert = Alert.from_finding(finding, host=identity.hostname, user=owner(path), storage=storage)
     key = idempotency_key(identity.agent_id, finding)
-    return key, console_alert(alert, finding, key)
+    matches = [console_match(m) for m in finding.matches]
+    return key, client.alert_body(alert, key, matches, finding.signals.pdq_quality)
 
 
 def list_version(store: ListStore) -> str:
@@ -395,29 +394,6 @@ def idempotency_key(agent_id: str, finding: Finding) -> str:
         version = str(s.size)
     parts = [agent_id, s.path_b64 or s.path, *s.inside, s.sha256 or s.md5 or s.pdq or "", version]
     return "a:" + hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:40]
-
-
-def console_alert(alert: Alert, finding: Finding, key: str) -> dict[str, Any]:
-    """The alert as the console's ``POST /alerts`` takes it (docs/server.md): no field it does not know."""
-    s = finding.signals
-    return {
-        "idempotency_key": key,
-        "detected_at": alert.time.isoformat(),
-        "user": (alert.user or "")[:255],
-        "path": alert.path[:4096],
-        "inside": [step[:255] for step in alert.inside[:32]],
-        "storage": alert.storage,
-        "size": alert.size,
-        "type": alert.type,
-        "md5": alert.md5,
-        "sha1": alert.sha1,
-        "sha256": alert.sha256,
-        "pdq": alert.pdq,
-        "pdq_quality": s.pdq_quality if alert.pdq else None,
-        "deleted": alert.deleted,
-        "parent_md5": alert.parent_md5,
-        "matches": [console_match(m) for m in finding.matches[:MAX_MATCHES]],
-    }
 
 
 def console_match(match: Match) -> dict[str, Any]:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import re
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from vakta.notify import Alert
+from vakta.reporting import client
 from vakta.reporting.delivery import Delivery
 from vakta.reporting.identity import Identity, agent_folder
 from vakta.reporting.queue import AlertQueue
@@ -52,25 +54,13 @@ class ConsoleReporter:
 
 
 def console_body(alert: Alert) -> dict[str, Any]:
-    """The alert as the console's ``POST /alerts`` takes it (docs/server.md), keyed on the alert's id."""
+    """The alert as the console takes it, keyed on the alert's id: the person is the proxy user or the client."""
     kind = URL_TYPE if alert.type == "url" else alert.type
-    return {
-        "idempotency_key": f"icap:{alert.id}",
-        "detected_at": alert.time.isoformat(),
-        "user": (alert.user or alert.host or "")[:255],
-        "path": alert.path[:4096],
-        "inside": [step[:255] for step in alert.inside[:32]],
-        "storage": "network",
-        "size": alert.size,
-        "type": kind if kind and _MEDIA_TYPE.match(kind) else None,
-        "md5": alert.md5,
-        "sha1": alert.sha1,
-        "sha256": alert.sha256,
-        "pdq": alert.pdq,
-        "deleted": False,
-        "parent_md5": alert.parent_md5,
-        "matches": [
-            {**m.to_dict(), "entry_id": m.entry_id or "(no id)", "transform": None, "variant": None}
-            for m in alert.matches[:64]
-        ],
-    }
+    person = replace(
+        alert, user=alert.user or alert.host, type=kind if kind and _MEDIA_TYPE.match(kind) else None
+    )
+    matches = [
+        {**m.to_dict(), "entry_id": m.entry_id or "(no id)", "transform": None, "variant": None}
+        for m in alert.matches
+    ]
+    return client.alert_body(person, f"icap:{alert.id}", matches)

@@ -9,11 +9,13 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from vakta.notify import NotifyError, network_error
+from vakta.notify import Alert, NotifyError, network_error
 
 log = logging.getLogger(__name__)
 
 API = "/api/v1"
+#: The console takes at most this many matches per alert.
+MAX_MATCHES = 64
 TIMEOUT = 30.0
 
 
@@ -78,3 +80,27 @@ def get_bundle(server: str, secret: str, version: str, timeout: float = 300.0) -
         raise ConsoleError(f"/lists/bundle: {_reason(exc.reason)}", None) from None
     except OSError as exc:
         raise ConsoleError(f"/lists/bundle: {_reason(exc)}", None) from None
+
+
+def alert_body(
+    alert: Alert, key: str, matches: list[dict[str, Any]], pdq_quality: int | None = None
+) -> dict[str, Any]:
+    """The alert as the console's ``POST /alerts`` takes it (docs/server.md): no field it does not know."""
+    return {
+        "idempotency_key": key,
+        "detected_at": alert.time.isoformat(),
+        "user": (alert.user or "")[:255],
+        "path": alert.path[:4096],
+        "inside": [step[:255] for step in alert.inside[:32]],
+        "storage": alert.storage,
+        "size": alert.size,
+        "type": alert.type,
+        "md5": alert.md5,
+        "sha1": alert.sha1,
+        "sha256": alert.sha256,
+        "pdq": alert.pdq,
+        "pdq_quality": pdq_quality if alert.pdq else None,
+        "deleted": alert.deleted,
+        "parent_md5": alert.parent_md5,
+        "matches": matches[:MAX_MATCHES],
+    }

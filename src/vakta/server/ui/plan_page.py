@@ -64,8 +64,7 @@ def add_step(
     position: Text = "",
 ) -> Response:
     caller = _caller(request, Permission.MANAGE, csrf_token)
-    fields = {"title": title, "description": description.strip(), "required": bool(required)}
-    return _apply(request, caller, None, {**fields, "position": position.strip() or None}, "added")
+    return _apply(request, caller, None, _step_fields(title, description, required, position), "added")
 
 
 @router.post("/action-plan/{step_id}")
@@ -79,8 +78,17 @@ def edit_step(
     position: Text = "",
 ) -> Response:
     caller = _caller(request, Permission.MANAGE, csrf_token)
-    fields = {"title": title, "description": description.strip(), "required": bool(required)}
-    return _apply(request, caller, step_id, {**fields, "position": position.strip() or None}, "saved")
+    return _apply(request, caller, step_id, _step_fields(title, description, required, position), "saved")
+
+
+def _step_fields(title: str, description: str, required: str, position: str) -> dict[str, Any]:
+    """A step's form fields as the API takes them (an empty position: leave it where it is or at the end)."""
+    return {
+        "title": title,
+        "description": description.strip(),
+        "required": bool(required),
+        "position": position.strip() or None,
+    }
 
 
 @router.post("/action-plan/{step_id}/retire")
