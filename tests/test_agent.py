@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +31,15 @@ from watchdog.observers import Observer
 from vakta import testsignature
 from vakta.agent import core
 from vakta.agent.core import Agent, Settings
-from vakta.agent.watch import ChangeHandler, Debouncer, default_paths, new_mounts, read_mount_points
+from vakta.agent.watch import (
+    WATCHED_EVENTS,
+    ChangeHandler,
+    Debouncer,
+    default_paths,
+    make_observer,
+    new_mounts,
+    read_mount_points,
+)
 from vakta.reporting import client as agent_client
 from vakta.reporting import identity
 from vakta.reporting.delivery import backoff
@@ -404,6 +413,43 @@ def test_debouncer_waits_for_quiet() -> None:
     assert debouncer.due() == []
     now[0] = 3.6
     assert debouncer.due() == ["/a"] and debouncer.due() == []
+
+
+def test_debouncer_events_do_not_wake_the_scanning_loop() -> None:
+    """A copy makes thousands of events; waking the scanner on each one cost the user's copy time."""
+    debouncer = Debouncer(2.0)
+    started = time.monotonic()
+    for n in range(100):
+        debouncer.touch(f"/f{n}")
+    debouncer.wait(0.3)
+    assert time.monotonic() - started >= 0.25
+    debouncer.wake()
+    started = time.monotonic()
+    debouncer.wait(5.0)
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify batching is Linux's")
+def test_observer_reads_a_burst_of_events_in_batches(tmp_path: Path) -> None:
+    """Every file of a burst reaches the debouncer, in far fewer reads than events."""
+    debouncer = Debouncer(0.0)
+    observer = make_observer()
+    observer.schedule(ChangeHandler(debouncer), str(tmp_path), recursive=True, event_filter=WATCHED_EVENTS)
+    observer.start()
+    try:
+        for n in range(300):
+            (tmp_path / f"f{n}.bin").write_bytes(b"x" * 100)
+        seen: set[str] = set()
+        deadline = time.monotonic() + 10
+        while len(seen) < 300 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen.update(debouncer.due())
+        reads = observer._inotify_fd.reads  # type: ignore[attr-defined]
+    finally:
+        observer.stop()
+        observer.join(5)
+    assert seen == {str(tmp_path / f"f{n}.bin") for n in range(300)}
+    assert 1 <= reads < 100  # 900 events (create, modify, close each), read one by one before
 
 
 def test_new_mounts_under_watched_roots_only(tmp_path: Path) -> None:

@@ -23,12 +23,18 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
-from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from vakta import __version__, bundles
 from vakta.agent import listsync
-from vakta.agent.watch import WATCHED_EVENTS, ChangeHandler, Debouncer, new_mounts, read_mount_points
+from vakta.agent.watch import (
+    WATCHED_EVENTS,
+    ChangeHandler,
+    Debouncer,
+    make_observer,
+    new_mounts,
+    read_mount_points,
+)
 from vakta.cache import SignalCache
 from vakta.containers import Limits
 from vakta.findings import Finding
@@ -197,7 +203,7 @@ class Agent:
 
     @contextmanager
     def _observing(self) -> Iterator[BaseObserver]:
-        observer = Observer()
+        observer = make_observer()
         for path in self.settings.paths:
             self.watch(observer, path)
         observer.start()
