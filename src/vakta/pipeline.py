@@ -376,8 +376,10 @@ class Scanner:
         self.split += 1
         count = SHARES_PER_WORKER * self.workers
         log.info("%s: split into %d shares for %d worker processes", item.display[0], count, self.workers)
-        shares = [pool.submit(_shard_in_worker, item, kind, i, count) for i in range(count)]
-        return [pool.submit(_digest_in_worker, item), *shares]
+        # The digests first: one long sequential task, which the shares then even out around
+        # (queued last, it ran alone at the end while the other workers waited).
+        digest = pool.submit(_digest_in_worker, item)
+        return [digest, *(pool.submit(_shard_in_worker, item, kind, i, count) for i in range(count))]
 
     def _isolated(
         self, work: Work, pool: ProcessPoolExecutor, item: Item

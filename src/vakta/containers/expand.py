@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from vakta.containers import Budget, LimitedStream, LimitExceeded, Limits, Member, MemberStream, reader_for
 from vakta.containers.shard import Shard
-from vakta.signals.compute import KnownGoodCheck, compute_signals
+from vakta.signals.compute import KnownGoodCheck, compute_signals, compute_signals_of_bytes
 from vakta.signals.model import HashOptions, Signals
 from vakta.signals.sniff import content_type
 
@@ -274,8 +274,11 @@ def _hash_member(
 
     copy = _Copy(0 if data is not None else expansion.reserve(0))
     try:
-        with open_member() as stream:
-            compute_signals(copy.tee(stream), signals, expansion.options, expansion.known_good)
+        if data is not None:
+            compute_signals_of_bytes(data, signals, expansion.options, expansion.known_good)
+        else:
+            with open_member() as stream:
+                compute_signals(copy.tee(stream), signals, expansion.options, expansion.known_good)
     except LimitExceeded as exc:
         _clear_partial(signals)
         signals.errors.append(str(exc))

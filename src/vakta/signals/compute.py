@@ -9,17 +9,18 @@ hasher on a stream that cannot seek, leave such items at their digests.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import BinaryIO
 
 from vakta.signals.hashers import Hasher, StreamHasher, hashers_for
 from vakta.signals.model import HashOptions, Signals
-from vakta.signals.sniff import content_type
+from vakta.signals.sniff import SNIFF_BYTES, content_type
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,46 @@ def compute_signals(
     return signals
 
 
+def compute_signals_of_bytes(
+    data: bytes,
+    signals: Signals,
+    options: HashOptions,
+    known_good: KnownGoodCheck | None = None,
+) -> Signals:
+    """:func:`compute_signals` for an item already in memory (a container member read whole).
+
+    The digests read views of ``data`` and the hashers get ``data`` itself: no
+    copy of the item is made, where a stream over it would copy every chunk.
+    """
+    signals.type = content_type(data[:SNIFF_BYTES])
+    signals.size = len(data)
+    wanted = hashers_for(signals.type)
+    decode = bool(wanted) and len(data) <= options.max_decode_bytes
+    view = memoryview(data)
+    chunks = [view[i : i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)]
+    digests = _Digests()
+    pending = None
+    if decode and known_good is None and len(data) >= OVERLAP_BYTES:
+        pending = digests.in_background(chunks)
+    else:
+        digests.update(chunks)
+        digests.finish(signals)
+    if known_good is not None:
+        name = known_good(signals)
+        if name is not None:
+            signals.skipped = f"on known-good list {name!r}"
+            return signals
+    if decode:
+        for hasher in wanted:
+            _run(hasher.name, signals, partial(hasher.compute, data, signals, options))
+    elif wanted:
+        _too_large(io.BytesIO(data), 0, wanted, signals, options)
+    if pending is not None:
+        pending.result()
+        digests.finish(signals)
+    return signals
+
+
 #: Items at least this large have their digests computed beside the decoder.
 OVERLAP_BYTES = 1 << 20
 
@@ -102,12 +143,12 @@ class _Digests:
             hashlib.sha256(),
         )
 
-    def update(self, chunks: list[bytes]) -> None:
+    def update(self, chunks: Sequence[bytes | memoryview]) -> None:
         for chunk in chunks:
             for h in self._hashes:
                 h.update(chunk)
 
-    def in_background(self, chunks: list[bytes]) -> Future[None]:
+    def in_background(self, chunks: Sequence[bytes | memoryview]) -> Future[None]:
         """Digest ``chunks`` on this process's digest thread (started once, anew after a fork)."""
         global _DIGEST_THREAD
         with _DIGEST_LOCK:

@@ -45,7 +45,8 @@ JPEG_SCALE_MARGIN = 2.5
 #: Longest luma axis hashed as is; longer axes are block-averaged first.
 MAX_AXIS = 2048
 
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+#: The reference's luma weights for R, G and B, as float32 (its arithmetic).
+_R, _G, _B = np.float32(0.299), np.float32(0.587), np.float32(0.114)
 
 LumaArray = NDArray[np.float32]
 
@@ -79,8 +80,26 @@ def _jpeg_scale(width: int, height: int) -> int:
 
 def rgb_luma(rgb: NDArray[np.uint8] | NDArray[np.float32]) -> LumaArray:
     """Luma as the reference computes it from 8-bit RGB (alpha, if any, ignored)."""
-    result: LumaArray = rgb[..., :3].astype(np.float32) @ _LUMA
-    return result
+    return _weighted(rgb[..., 0], rgb[..., 1], rgb[..., 2])
+
+
+def _weighted(
+    r: NDArray[np.uint8] | NDArray[np.float32],
+    g: NDArray[np.uint8] | NDArray[np.float32],
+    b: NDArray[np.uint8] | NDArray[np.float32],
+) -> LumaArray:
+    # Three scaled planes summed in place, in the reference's order: a quarter of
+    # the time of a float copy of the pixels times a 3-vector.
+    luma: LumaArray = r * _R
+    luma += g * _G
+    luma += b * _B
+    return luma
+
+
+def _image_luma(im: Image.Image) -> LumaArray:
+    """Luma of an RGB-like Pillow image from its bands (Pillow splits them in C, with no interleaved copy)."""
+    r, g, b = (np.asarray(band) for band in im.split()[:3])
+    return _weighted(r, g, b)
 
 
 def _to_luma(im: Image.Image) -> LumaArray:
@@ -89,14 +108,14 @@ def _to_luma(im: Image.Image) -> LumaArray:
         return np.asarray(im, dtype=np.float32)
     if mode in ("RGB", "RGBA", "RGBX"):
         # Alpha is dropped, not composited: that is what the reference hashes.
-        return rgb_luma(np.asarray(im))
+        return _image_luma(im)
     if mode in ("LA", "La"):
         return np.asarray(im.getchannel(0), dtype=np.float32)
     if mode.startswith("I") or mode == "F":
         return _wide_luma(im)
     if mode == "LAB":
         return np.asarray(im.getchannel(0), dtype=np.float32)
-    return rgb_luma(np.asarray(im.convert("RGB")))
+    return _image_luma(im.convert("RGB"))
 
 
 def _wide_luma(im: Image.Image) -> LumaArray:

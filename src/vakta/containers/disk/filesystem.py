@@ -302,21 +302,26 @@ class TskFileStream(MemberStream):
         """At most :data:`MAX_READ` bytes (RawIOBase would allocate ``size`` bytes first)."""
         if size is None or size < 0:
             return self.readall()
-        buffer = bytearray(max(0, min(size, self._size - self._pos, MAX_READ)))
-        return bytes(buffer[: self.readinto(buffer)]) if buffer else b""
+        # TSK's own bytes object, handed on as is: a buffer to read into and a
+        # copy out of it cost three passes over every byte of the image's files.
+        return self._read(min(size, MAX_READ))
 
     def readinto(self, buffer: Any) -> int:
-        want = min(len(buffer), self._size - self._pos, MAX_READ)
+        data = self._read(min(len(buffer), MAX_READ))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _read(self, size: int) -> bytes:
+        want = min(size, self._size - self._pos)
         if want <= 0:
-            return 0
+            return b""
         try:
-            data = self._entry.read_random(self._pos, want, self._type, self._id)
+            data: bytes = self._entry.read_random(self._pos, want, self._type, self._id)
         except LIBRARY_ERRORS as exc:
             raise OSError(f"read error at offset {self._pos:,}: {library_message(exc)}") from None
         if not data:
             raise OSError(
                 f"nothing readable at offset {self._pos:,} of {self._size:,} bytes (image truncated?)"
             )
-        buffer[: len(data)] = data
         self._pos += len(data)
-        return len(data)
+        return data
