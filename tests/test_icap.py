@@ -44,7 +44,7 @@ from vakta.lists.store import EntryRow
 from vakta.matching.index import ListIndex
 from vakta.matching.matcher import Matcher
 from vakta.notify.dispatch import Dispatcher
-from vakta.signals.model import HashOptions
+from vakta.signals.model import HashOptions, Signals
 
 if TYPE_CHECKING:
     from conftest import ImageFactory, RunCli
@@ -334,6 +334,36 @@ def test_body_cache_hashes_a_body_once_and_matches_it_against_the_lists_in_force
     examine(images.encode(images.pattern(4), "PNG"), "http://a.example/c.png")
     examine(signature, "http://a.example/sig.jpg")
     assert len(hashed) == 4
+
+
+def test_body_cache_keeps_the_matches_of_the_lists_in_force(images: ImageFactory) -> None:
+    """A body seen again is not matched again while the same lists are in force, and is when they change."""
+    from vakta.icap.bodycache import BodyCache
+
+    matcher = _matcher()
+    matched: list[str | None] = []
+    real = matcher.match
+
+    def counting(signals: Signals) -> Any:
+        matched.append(signals.path)
+        return real(signals)
+
+    matcher.match = counting  # type: ignore[method-assign]
+    cache = BodyCache()
+    examine = Examiner(matcher, HashOptions(), None, web_limits(10.0), cache)
+    signature = testsignature.image_bytes()
+    first = examine(signature, "http://a.example/sig.jpg")
+    again = examine(signature, "http://b.example/sig.jpg")
+    assert matched == ["http://a.example/sig.jpg"]
+    assert again[0].matched and again[0].matches == first[0].matches
+    assert again[0].matches is not first[0].matches  # a copy: the cached list stays as found
+    other = Examiner(_matcher(), HashOptions(), None, web_limits(10.0), cache)
+    assert other(signature, "http://c.example/sig.jpg")[0].matched
+    assert examine(signature, "http://d.example/sig.jpg")[0].matched
+    assert matched == [
+        "http://a.example/sig.jpg",
+        "http://d.example/sig.jpg",
+    ]  # the other lists' answer was not used
 
 
 def test_body_cache_keeps_no_signals_with_errors() -> None:

@@ -4,10 +4,13 @@ Behind a company's proxy the same pictures come by again and again (logos,
 icons, the day's news photos), and decoding and PDQ-hashing a large picture
 costs tens of milliseconds a time. What is kept is a body's signals (digests,
 PDQ and its query hashes: no content), keyed on its SHA-256, for at most
-``entries`` bodies, least recently used first out. Matching is always redone
-against the lists in force, so a list update applies to cached bodies at once.
-Signals that carry an error (a time limit, a decoder failure) are not kept:
-the next copy gets a fresh try.
+``entries`` bodies, least recently used first out. The matches are kept beside
+them with the matcher that found them, and used only while that matcher is the
+one in force: lists opened anew match cached bodies at once. (Matching a
+picture's eight PDQ queries against a list of a million entries costs about as
+much as hashing a small one, on every request for it.) Signals that carry an
+error (a time limit, a decoder failure) are not kept: the next copy gets a
+fresh try.
 """
 
 from __future__ import annotations
@@ -16,43 +19,59 @@ import dataclasses
 import hashlib
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
+from vakta.matching.matcher import Match
 from vakta.signals.model import Signals
 
 #: Bodies remembered by default (a body's signals take a few KB at most).
 DEFAULT_ENTRIES = 4096
 
 
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """A body's signals (and its members'), and the matches of each as ``matcher`` found them."""
+
+    tree: list[Signals]
+    matcher: object
+    matches: list[list[Match]]
+
+    def matches_for(self, matcher: object) -> list[list[Match]] | None:
+        """The kept matches if ``matcher`` is the one that found them, else None (match again)."""
+        return self.matches if matcher is self.matcher else None
+
+
 class BodyCache:
-    """A thread-safe LRU of body SHA-256 -> the signals of the body and of what is inside it."""
+    """A thread-safe LRU of body SHA-256 -> the signals of the body and of what is inside it, with their matches."""
 
     def __init__(self, entries: int = DEFAULT_ENTRIES) -> None:
         self.entries = entries
         self.hits = 0
         self.misses = 0
-        self._trees: OrderedDict[bytes, list[Signals]] = OrderedDict()
+        self._trees: OrderedDict[bytes, Cached] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
     def key(body: bytes) -> bytes:
         return hashlib.sha256(body).digest()
 
-    def get(self, key: bytes, path: str) -> list[Signals] | None:
-        """Copies of the cached signals, named after ``path`` (the URL of this response), or None."""
+    def get(self, key: bytes, path: str) -> Cached | None:
+        """The cached entry with copies of its signals named after ``path`` (this response's URL), or None."""
         with self._lock:
-            tree = self._trees.get(key)
-            if tree is None:
+            entry = self._trees.get(key)
+            if entry is None:
                 self.misses += 1
                 return None
             self._trees.move_to_end(key)
             self.hits += 1
-        return [dataclasses.replace(s, path=path, path_b64=None, errors=[]) for s in tree]
+        tree = [dataclasses.replace(s, path=path, path_b64=None, errors=[]) for s in entry.tree]
+        return Cached(tree, entry.matcher, entry.matches)
 
-    def put(self, key: bytes, tree: list[Signals]) -> None:
+    def put(self, key: bytes, tree: list[Signals], matcher: object, matches: list[list[Match]]) -> None:
         if self.entries <= 0 or any(s.errors for s in tree):
             return
         with self._lock:
-            self._trees[key] = tree
+            self._trees[key] = Cached(tree, matcher, matches)
             self._trees.move_to_end(key)
             while len(self._trees) > self.entries:
                 self._trees.popitem(last=False)

@@ -21,7 +21,7 @@ from vakta.matching.knowngood import KnownGood
 from vakta.matching.matcher import Matcher
 from vakta.pipeline import hash_tree
 from vakta.signals.hashers import hashers_for
-from vakta.signals.model import HashOptions
+from vakta.signals.model import HashOptions, Signals
 from vakta.signals.sniff import content_type
 
 log = logging.getLogger(__name__)
@@ -94,10 +94,19 @@ class Examiner:
     def __call__(self, body: bytes, url: str) -> list[Finding]:
         """One finding per hashed thing (the body first, then members of an archive)."""
         item = Item(url.encode("utf-8", "surrogateescape"), size=len(body), opener=partial(io.BytesIO, body))
-        key = self.cache.key(body) if self.cache else b""
-        tree = self.cache.get(key, item.display[0]) if self.cache else None
-        if tree is None:
+        if self.cache is None:
+            return self._found(hash_tree(item, self.options, self.known_good, self.limits))
+        key = self.cache.key(body)
+        cached = self.cache.get(key, item.display[0])
+        if cached is None:
             tree = hash_tree(item, self.options, self.known_good, self.limits)
-            if self.cache:
-                self.cache.put(key, tree)
+        else:
+            tree, matches = cached.tree, cached.matches_for(self.matcher)
+            if matches is not None:
+                return [Finding(s, list(m)) for s, m in zip(tree, matches, strict=True)]
+        found = self._found(tree)
+        self.cache.put(key, tree, self.matcher, [f.matches for f in found])
+        return found
+
+    def _found(self, tree: list[Signals]) -> list[Finding]:
         return [Finding(s, [] if s.skipped else self.matcher.match(s)) for s in tree]

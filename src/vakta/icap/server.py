@@ -299,8 +299,7 @@ class IcapServer:
     def _pass(self, t: Transaction) -> None:
         """The response unchanged: 204 when the proxy allows it, else the whole of it echoed back."""
         if t.answered:
-            if t.kept:
-                t.writer.write(b"%x\r\n%s\r\n" % (len(t.kept), bytes(t.kept)))
+            _write_chunk(t.writer, t.kept)
             t.writer.write(b"0\r\n\r\n")
             return
         if t.request.allows_204 or _rest_with_proxy(t):
@@ -331,12 +330,19 @@ class IcapServer:
         if not t.answered:
             head = response(200, "OK", res_hdr=t.head, body=b"", part=t.part)
             t.writer.write(head[: -len(chunked(b""))])
-        if t.kept:
-            t.writer.write(b"%x\r\n%s\r\n" % (len(t.kept), bytes(t.kept)))
+        _write_chunk(t.writer, t.kept)
         while (chunk := await t.chunks.next()) is not None:
-            t.writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            _write_chunk(t.writer, chunk)
             await t.writer.drain()
         t.writer.write(b"0\r\n\r\n")
+
+
+def _write_chunk(writer: asyncio.StreamWriter, data: bytes | bytearray) -> None:
+    """One chunk of a body, its data handed to the transport without a copy of ours (a body can be MBs)."""
+    if data:
+        writer.write(b"%x\r\n" % len(data))
+        writer.write(memoryview(data))
+        writer.write(b"\r\n")
 
 
 def _rest_with_proxy(t: Transaction) -> bool:
