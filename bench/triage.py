@@ -339,6 +339,8 @@ def main() -> int:
 
 def _run(args: argparse.Namespace, work: Path) -> int:
     total = parse_size(args.size)
+    for earlier in ("content", "extracted", "home"):  # a --keep folder used before
+        shutil.rmtree(work / earlier, ignore_errors=True)
     started = time.perf_counter()
     content = generate(work / "content", total, args.photo_share, args.corpus)
     image = work / "laptop.raw"
