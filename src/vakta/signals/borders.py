@@ -56,42 +56,73 @@ LEVELS = {
 }
 
 
-def _uniform_run(lines: LumaArray, reverse: bool, how: Strictness) -> int:
-    """How many leading lines (rows of ``lines``) are flat border lines.
+class _Edge:
+    """One side of a plane: its lines from the edge inward, and their flatness by chunk.
 
-    Lines are examined in growing chunks from the edge, so a picture without a
-    border (the usual case) costs a few lines, not a pass over the image.
+    Lines are examined in growing chunks from the edge (8, 16, 32...), so a
+    picture without a border (the usual case) costs a few lines, not a pass over
+    the image; each chunk's statistics are computed once, for every strictness level.
     """
-    order = lines[::-1] if reverse else lines
-    edge_level = float(order[0].mean())
-    done, chunk = 0, 8
-    while done < len(order):
-        block = order[done : done + chunk]
-        ok = (block.std(axis=1) <= how.max_std) & (
-            np.abs(block.mean(axis=1) - edge_level) <= how.max_level_change
-        )
+
+    def __init__(self, lines: LumaArray, reverse: bool) -> None:
+        self.order = lines[::-1] if reverse else lines
+        self.level = float(self.order[0].mean())
+        self._chunks: list[tuple[LumaArray, LumaArray]] = []
+
+    def chunk(self, k: int) -> tuple[LumaArray, LumaArray]:
+        """The standard deviation and mean of each line of chunk ``k`` (empty past the last line)."""
+        while len(self._chunks) <= k:
+            i = len(self._chunks)
+            block = self.order[8 * (2**i - 1) : 8 * (2 ** (i + 1) - 1)]
+            self._chunks.append((block.std(axis=1), block.mean(axis=1)))
+        return self._chunks[k]
+
+
+def _uniform_run(edge: _Edge, how: Strictness) -> int:
+    """How many leading lines of ``edge`` are flat border lines."""
+    done = k = 0
+    while done < len(edge.order):
+        std, mean = edge.chunk(k)
+        ok = (std <= how.max_std) & (np.abs(mean - edge.level) <= how.max_level_change)
         if not ok.all():
             return done + int(np.argmin(ok))
-        done += len(block)
-        chunk *= 2
+        done, k = done + len(std), k + 1
     return done
 
 
 def find_content(luma: LumaArray, how: Strictness) -> Box | None:
     """The box inside uniform borders, or None when there is no worthwhile border."""
+    return find_contents(luma, {"": how})[""]
+
+
+def find_contents(luma: LumaArray, levels: dict[str, Strictness]) -> dict[str, Box | None]:
+    """:func:`find_content` at several strictness levels, each line's flatness measured once."""
     height, width = luma.shape
     if height < 16 or width < 16:
+        return dict.fromkeys(levels)
+    rows = (_Edge(luma, False), _Edge(luma, True))
+    columns: dict[tuple[int, int], tuple[_Edge, _Edge]] = {}
+    found: dict[str, Box | None] = {}
+    for name, how in levels.items():
+        top = _uniform_run(rows[0], how)
+        bottom = height - _uniform_run(rows[1], how)
+        if bottom - top < height * MIN_KEEP:
+            found[name] = None
+            continue
+        if (top, bottom) not in columns:
+            inner = luma[top:bottom].T
+            columns[top, bottom] = (_Edge(inner, False), _Edge(inner, True))
+        left_edge, right_edge = columns[top, bottom]
+        left = _uniform_run(left_edge, how)
+        right = width - _uniform_run(right_edge, how)
+        found[name] = _worthwhile(Box(top, bottom, left, right), height, width)
+    return found
+
+
+def _worthwhile(box: Box, height: int, width: int) -> Box | None:
+    if box.right - box.left < width * MIN_KEEP:
         return None
-    top = _uniform_run(luma, False, how)
-    bottom = height - _uniform_run(luma, True, how)
-    if bottom - top < height * MIN_KEEP:
-        return None
-    inner = luma[top:bottom]
-    left = _uniform_run(inner.T, False, how)
-    right = width - _uniform_run(inner.T, True, how)
-    if right - left < width * MIN_KEEP:
-        return None
-    trimmed = max(top / height, (height - bottom) / height, left / width, (width - right) / width)
-    if trimmed < MIN_TRIM:
-        return None
-    return Box(top, bottom, left, right)
+    trimmed = max(
+        box.top / height, (height - box.bottom) / height, box.left / width, (width - box.right) / width
+    )
+    return box if trimmed >= MIN_TRIM else None

@@ -73,7 +73,10 @@ def _tone_queries(decoded: DecodedLuma) -> list[PdqQuery]:
     queries: list[PdqQuery] = []
     full_shape = (decoded.height, decoded.width)
     for gamma in TONE_GAMMAS:
-        toned = (255.0 * (decoded.luma / 255.0) ** gamma).astype(np.float32)
+        # In place, in float32: a third of the time of the same curve through temporaries.
+        toned = decoded.luma * np.float32(1 / 255)
+        np.power(toned, np.float32(gamma), out=toned)
+        toned *= np.float32(255)
         queries += _variant(toned, decoded.scale, full_shape, f"gamma{gamma:g}")
     return queries
 
@@ -108,8 +111,7 @@ def _trimmed_queries(data: bytes, decoded: DecodedLuma, options: HashOptions) ->
 
 def _boxes(luma: LumaArray) -> dict[str, borders.Box]:
     found: dict[str, borders.Box] = {}
-    for name, how in borders.LEVELS.items():
-        box = borders.find_content(luma, how)
+    for name, box in borders.find_contents(luma, borders.LEVELS).items():
         if box is not None and box not in found.values():
             found[name] = box
     if "trimmed-strict" in found:
