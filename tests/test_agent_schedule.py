@@ -148,8 +148,9 @@ def test_full_scan_at_start_then_one_off_scan_from_the_cache(scan_console: ScanC
     agent = c.agents()[0]
     progress = agent["scan_progress"]
     assert agent["last_scan_at"] > first_scan and progress["outcome"] == "completed"
-    # Only the file the watcher saw since (and the damaged one: errors are never cached) was read.
-    assert progress["files"] == 7 and progress["cache_hits"] == 5 and progress["matches"] == 2
+    # Only the damaged picture (errors are never cached) was read: the file the watcher scanned
+    # since came from the cache the watcher filled.
+    assert progress["files"] == 7 and progress["cache_hits"] == 6 and progress["matches"] == 2
 
     # Restarted within the interval: no full scan at start (the last one is recent).
     c.start_scanning_agent("--full-scan-interval", "24")
@@ -357,6 +358,28 @@ def test_watcher_alerts_are_not_delayed_by_a_running_full_scan(scanning_agent: A
     assert not runner.is_alive()
     assert agent.health.scan_progress["outcome"] == "stopped" and agent.health.last_scan_at is None
     assert not (agent.home / AGENT_FOLDER / STATE_FILE).exists()
+
+
+def test_files_the_watcher_scanned_come_from_the_cache_in_the_full_scan(
+    scanning_agent: Agent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watched = tmp_path / "watched"
+    arrived = drop_signature(watched, "arrived.jpg")
+    (watched / "notes.txt").write_text("benign words\n")
+    assert scanning_agent.scan(str(arrived)) == 1  # as the watcher does once the file is quiet
+    scanning_agent.close()
+    opened: list[str] = []
+    genuine = Item.open
+
+    def counting_open(item: Item) -> BinaryIO:
+        opened.append(os.fsdecode(item.path))
+        return genuine(item)
+
+    monkeypatch.setattr(Item, "open", counting_open)
+    end, messages = run_scan(job(scanning_agent.home, watched))
+    assert end["done"]["files"] == 2 and end["done"]["cache_hits"] == 1 and end["done"]["matches"] == 1
+    assert opened == [str(watched / "notes.txt")]  # the arrived file was not read again
+    assert [m["alert"]["path"] for m in messages if "alert" in m] == [str(arrived)]
 
 
 def test_full_scans_repeat_every_interval(scanning_agent: Agent, tmp_path: Path) -> None:

@@ -31,3 +31,28 @@ def test_failed_items_are_not_cached(tmp_path: Path) -> None:
     cache = SignalCache(tmp_path / "c.sqlite", "opts")
     cache.put((1, 2, 3, 4, 5), Signals("x", errors=["image decode failed"]))
     assert cache.get((1, 2, 3, 4, 5)) is None
+
+
+def test_a_best_effort_writer_drops_its_writes_while_another_holds_the_lock(tmp_path: Path) -> None:
+    """The agent's watcher shares the cache with a full scan: it must never wait for, or fail on, the lock."""
+    import sqlite3
+    import time
+
+    from vakta.signals.model import Signals
+
+    path = tmp_path / "c.sqlite"
+    SignalCache(path, "opts").close()
+    writer = sqlite3.connect(path)
+    writer.execute("BEGIN IMMEDIATE")  # a full scan between two commits
+    cache = SignalCache(path, "opts", best_effort=True)
+    signals = Signals(path="a", size=3, md5="0" * 32, sha1="0" * 40, sha256="0" * 64)
+    started = time.monotonic()
+    cache.put((1, 1, 3, 1, 1), signals)
+    cache.flush()
+    assert time.monotonic() - started < 1.0 and cache.dropped == 1
+    writer.rollback()
+    cache.put((1, 2, 3, 1, 1), signals)
+    cache.flush()
+    assert cache.dropped == 1 and cache.get((1, 2, 3, 1, 1)) is not None
+    cache.close()
+    writer.close()

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 from vakta.signals.model import PdqQuery, Signals
 from vakta.signals.pdq import TRANSFORMS
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS signals_v2 (
@@ -29,14 +32,24 @@ CREATE TABLE IF NOT EXISTS signals_v2 (
 
 
 class SignalCache:
-    def __init__(self, path: Path, options_fingerprint: str) -> None:
+    """Signals of files by their stat key, in one SQLite file (WAL: readers never wait for a writer).
+
+    ``best_effort`` is for a writer that shares the file with a longer-running one
+    (the agent's watcher beside its full scan): it never waits for the write lock,
+    and a write that finds it taken is dropped (counted in ``dropped``), as the
+    cache only saves work.
+    """
+
+    def __init__(self, path: Path, options_fingerprint: str, best_effort: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path)
+        self._db = sqlite3.connect(path, timeout=0.0 if best_effort else 5.0)
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.execute(_SCHEMA)
         self._options = options_fingerprint
         self._pending = 0
+        self._best_effort = best_effort
+        self.dropped = 0
 
     def get(self, key: tuple[int, int, int, int, int]) -> Signals | None:
         row = self._db.execute(
@@ -58,17 +71,33 @@ class SignalCache:
         data = signals.to_cache()
         data.update(path="", path_b64=None, cached=False, pdq_queries=[])
         data["queries"] = _pack_queries(signals.pdq_queries)
-        self._db.execute(
-            "INSERT OR REPLACE INTO signals_v2 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (*key, self._options, json.dumps(data, separators=(",", ":"))),
-        )
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO signals_v2 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*key, self._options, json.dumps(data, separators=(",", ":"))),
+            )
+        except sqlite3.OperationalError as exc:
+            self._drop(exc)
+            return
         self._pending += 1
         if self._pending >= 500:
             self.flush()
 
     def flush(self) -> None:
-        self._db.commit()
+        try:
+            self._db.commit()
+        except sqlite3.OperationalError as exc:
+            self._drop(exc)
         self._pending = 0
+
+    def _drop(self, exc: sqlite3.OperationalError) -> None:
+        """A best-effort writer gives up its pending writes when the file is busy; any other raises."""
+        if not self._best_effort or "locked" not in str(exc):
+            raise exc
+        self._db.rollback()
+        self.dropped += self._pending + 1
+        self._pending = 0
+        log.debug("scan cache busy: %s (%d writes dropped so far)", exc, self.dropped)
 
     def close(self) -> None:
         self.flush()

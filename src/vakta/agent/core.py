@@ -122,6 +122,7 @@ class Agent:
         #: Opened by the thread that scans (the store's SQLite connection stays in one thread).
         self._store: ListStore | None = None
         self._scanner: Scanner | None = None
+        self._cache: SignalCache | None = None
 
     # ------------------------------------------------------------------ lists
 
@@ -129,7 +130,14 @@ class Agent:
     def scanner(self) -> Scanner:
         """A one-process scanner: the built-in test list plus the console bundle in use, else the own store."""
         if self._scanner is None:
-            self._store, self._scanner, self.health.list_version = open_lists(self.home, self.settings.limits)
+            from vakta.agent.schedule import open_scan_cache
+
+            # The watcher fills the full scan's cache, so tomorrow's full scan does not read
+            # today's downloads again; it never waits for the cache (a full scan may be writing).
+            self._cache = open_scan_cache(self.home, best_effort=True)
+            self._store, self._scanner, self.health.list_version = open_lists(
+                self.home, self.settings.limits, self._cache
+            )
         return self._scanner
 
     def close(self) -> None:
@@ -142,6 +150,9 @@ class Agent:
         if self._store is not None:
             self._store.close()
             self._store = self._scanner = None
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
 
     def pull_lists(self) -> str | None:
         """Fetch the console's signed bundle; a new one replaces the lists before the next scan.

@@ -44,6 +44,7 @@ from vakta.reporting.identity import agent_folder, write_private
 
 if TYPE_CHECKING:
     from vakta.agent.core import Agent
+    from vakta.cache import SignalCache
 
 log = logging.getLogger(__name__)
 
@@ -201,16 +202,12 @@ class FullScan:
 
     def run(self) -> dict[str, Any]:
         from vakta.agent.core import alert_for, open_lists
-        from vakta.cache import SignalCache
         from vakta.containers import Limits
         from vakta.notify.storage import StorageProbe
         from vakta.reporting.identity import Identity
-        from vakta.signals.model import HashOptions
 
         home = Path(self.job.home)
-        cache_path = agent_folder(home) / CACHE_FILE
-        _private(cache_path)  # the cache's -wal and -shm files take its mode
-        cache = SignalCache(cache_path, HashOptions().fingerprint())
+        cache = open_scan_cache(home)
         store, base, _ = open_lists(home, Limits(**self.job.limits), cache)
         # The budget covers the scan itself: opening the lists is a start-up cost, as the interpreter's.
         self.budget = CpuBudget(self.job.cpu_percent, sleep=self.stop.wait)
@@ -247,6 +244,16 @@ def counters(scanner: Scanner) -> dict[str, int]:
     s = scanner.stats
     return {"files": s.files, "bytes": s.bytes, "errors": s.errors, "matches": s.matched_files,
             "cache_hits": s.cache_hits}  # fmt: skip
+
+
+def open_scan_cache(home: Path, best_effort: bool = False) -> SignalCache:
+    """The agent's scan cache, shared by its full scans and its watcher (see :class:`SignalCache`)."""
+    from vakta.cache import SignalCache
+    from vakta.signals.model import HashOptions
+
+    path = agent_folder(home) / CACHE_FILE
+    _private(path)  # the cache's -wal and -shm files take its mode
+    return SignalCache(path, HashOptions().fingerprint(), best_effort)
 
 
 def _private(path: Path) -> None:
