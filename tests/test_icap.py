@@ -366,6 +366,24 @@ def test_body_cache_keeps_the_matches_of_the_lists_in_force(images: ImageFactory
     ]  # the other lists' answer was not used
 
 
+def test_recall_answers_a_remembered_body_without_hashing_it(images: ImageFactory) -> None:
+    """The server's in-loop lookup: findings for a body seen under the same lists, else None and the key."""
+    from vakta.icap.bodycache import BodyCache
+
+    cache = BodyCache()
+    examine = Examiner(_matcher(), HashOptions(), None, web_limits(10.0), cache)
+    signature = testsignature.image_bytes()
+    key, nothing = examine.recall(signature, "http://a.example/sig.jpg")
+    assert nothing is None and key == hashlib.sha256(signature).digest()
+    first = examine(signature, "http://a.example/sig.jpg", key)
+    _, again = examine.recall(signature, "http://b.example/again.jpg")
+    assert again is not None and [f.signals.path for f in again] == ["http://b.example/again.jpg"]
+    assert again[0].matched and again[0].matches == first[0].matches
+    assert again[0].signals.md5 == first[0].signals.md5 and again[0].signals.pdq == first[0].signals.pdq
+    other = Examiner(_matcher(), HashOptions(), None, web_limits(10.0), cache)
+    assert other.recall(signature, "http://c.example/x.jpg")[1] is None  # other lists: match on the pool
+
+
 def test_body_cache_keeps_no_signals_with_errors() -> None:
     from vakta.icap.bodycache import BodyCache
 

@@ -57,10 +57,17 @@ class BodyCache:
 
     def get(self, key: bytes, path: str) -> Cached | None:
         """The cached entry with copies of its signals named after ``path`` (this response's URL), or None."""
+        return self._lookup(key, path, count_miss=True)
+
+    def peek(self, key: bytes, path: str) -> Cached | None:
+        """:meth:`get` whose miss is not counted (a :meth:`get` follows it)."""
+        return self._lookup(key, path, count_miss=False)
+
+    def _lookup(self, key: bytes, path: str, count_miss: bool) -> Cached | None:
         with self._lock:
             entry = self._trees.get(key)
             if entry is None:
-                self.misses += 1
+                self.misses += count_miss
                 return None
             self._trees.move_to_end(key)
             self.hits += 1

@@ -91,12 +91,27 @@ class Examiner:
     #: Signals of bodies seen before, by content (None: hash every body).
     cache: BodyCache | None = None
 
-    def __call__(self, body: bytes, url: str) -> list[Finding]:
+    def recall(self, body: bytes, url: str) -> tuple[bytes, list[Finding] | None]:
+        """The body's cache key, and its findings if it was seen under the lists in force (else None).
+
+        Cheap (a SHA-256 and a dictionary lookup): the server calls it in its event loop and
+        hands only what is not remembered to its hashing threads.
+        """
+        if self.cache is None:
+            return b"", None
+        key = self.cache.key(body)
+        cached = self.cache.peek(key, _display(url))
+        matches = cached.matches_for(self.matcher) if cached is not None else None
+        if cached is None or matches is None:
+            return key, None
+        return key, [Finding(s, list(m)) for s, m in zip(cached.tree, matches, strict=True)]
+
+    def __call__(self, body: bytes, url: str, key: bytes | None = None) -> list[Finding]:
         """One finding per hashed thing (the body first, then members of an archive)."""
         item = Item(url.encode("utf-8", "surrogateescape"), size=len(body), opener=partial(io.BytesIO, body))
         if self.cache is None:
             return self._found(hash_tree(item, self.options, self.known_good, self.limits))
-        key = self.cache.key(body)
+        key = key or self.cache.key(body)
         cached = self.cache.get(key, item.display[0])
         if cached is None:
             tree = hash_tree(item, self.options, self.known_good, self.limits)
@@ -110,3 +125,8 @@ class Examiner:
 
     def _found(self, tree: list[Signals]) -> list[Finding]:
         return [Finding(s, [] if s.skipped else self.matcher.match(s)) for s in tree]
+
+
+def _display(url: str) -> str:
+    """The URL as an item made from it shows it (as :meth:`Examiner.__call__` names findings)."""
+    return Item(url.encode("utf-8", "surrogateescape"), size=0, opener=io.BytesIO).display[0]
