@@ -21,6 +21,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from vakta.findings import Finding
 from vakta.matching.matcher import Match
 from vakta.signals.model import Signals
 
@@ -36,9 +37,11 @@ class Cached:
     matcher: object
     matches: list[list[Match]]
 
-    def matches_for(self, matcher: object) -> list[list[Match]] | None:
-        """The kept matches if ``matcher`` is the one that found them, else None (match again)."""
-        return self.matches if matcher is self.matcher else None
+    def findings(self, matcher: object) -> list[Finding] | None:
+        """The findings with the kept matches if ``matcher`` is the one that found them, else None (match again)."""
+        if matcher is not self.matcher:
+            return None
+        return [Finding(s, list(m)) for s, m in zip(self.tree, self.matches, strict=True)]
 
 
 class BodyCache:

@@ -100,15 +100,12 @@ class Examiner:
         if self.cache is None:
             return b"", None
         key = self.cache.key(body)
-        cached = self.cache.peek(key, _display(url))
-        matches = cached.matches_for(self.matcher) if cached is not None else None
-        if cached is None or matches is None:
-            return key, None
-        return key, [Finding(s, list(m)) for s, m in zip(cached.tree, matches, strict=True)]
+        cached = self.cache.peek(key, _item(body, url).display[0])
+        return key, cached.findings(self.matcher) if cached is not None else None
 
     def __call__(self, body: bytes, url: str, key: bytes | None = None) -> list[Finding]:
         """One finding per hashed thing (the body first, then members of an archive)."""
-        item = Item(url.encode("utf-8", "surrogateescape"), size=len(body), opener=partial(io.BytesIO, body))
+        item = _item(body, url)
         if self.cache is None:
             return self._found(hash_tree(item, self.options, self.known_good, self.limits))
         key = key or self.cache.key(body)
@@ -116,9 +113,10 @@ class Examiner:
         if cached is None:
             tree = hash_tree(item, self.options, self.known_good, self.limits)
         else:
-            tree, matches = cached.tree, cached.matches_for(self.matcher)
-            if matches is not None:
-                return [Finding(s, list(m)) for s, m in zip(tree, matches, strict=True)]
+            remembered = cached.findings(self.matcher)
+            if remembered is not None:
+                return remembered
+            tree = cached.tree
         found = self._found(tree)
         self.cache.put(key, tree, self.matcher, [f.matches for f in found])
         return found
@@ -127,6 +125,6 @@ class Examiner:
         return [Finding(s, [] if s.skipped else self.matcher.match(s)) for s in tree]
 
 
-def _display(url: str) -> str:
-    """The URL as an item made from it shows it (as :meth:`Examiner.__call__` names findings)."""
-    return Item(url.encode("utf-8", "surrogateescape"), size=0, opener=io.BytesIO).display[0]
+def _item(body: bytes, url: str) -> Item:
+    """A web body as a pipeline item, named by its URL."""
+    return Item(url.encode("utf-8", "surrogateescape"), size=len(body), opener=partial(io.BytesIO, body))

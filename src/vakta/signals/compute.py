@@ -65,18 +65,13 @@ def compute_signals(
     signals.size = size
     if not deferred:
         digests.finish(signals)
-    if known_good is not None:
-        name = known_good(signals)
-        if name is not None:
-            signals.skipped = f"on known-good list {name!r}"
-            return signals
+    if _known_good(signals, known_good):
+        return signals
     if kept is not None:
         pending = digests.in_background(kept) if deferred and size >= OVERLAP_BYTES else None
         if deferred and pending is None:
             digests.update(kept)
-        data = b"".join(kept)
-        for hasher in wanted:
-            _run(hasher.name, signals, partial(hasher.compute, data, signals, options))
+        _decode(b"".join(kept), wanted, signals, options)
         if pending is not None:
             pending.result()
         if deferred:
@@ -110,20 +105,30 @@ def compute_signals_of_bytes(
     else:
         digests.update(chunks)
         digests.finish(signals)
-    if known_good is not None:
-        name = known_good(signals)
-        if name is not None:
-            signals.skipped = f"on known-good list {name!r}"
-            return signals
+    if _known_good(signals, known_good):
+        return signals
     if decode:
-        for hasher in wanted:
-            _run(hasher.name, signals, partial(hasher.compute, data, signals, options))
+        _decode(data, wanted, signals, options)
     elif wanted:
         _too_large(io.BytesIO(data), 0, wanted, signals, options)
     if pending is not None:
         pending.result()
         digests.finish(signals)
     return signals
+
+
+def _known_good(signals: Signals, known_good: KnownGoodCheck | None) -> bool:
+    """Whether the item's digests are on a known-good list (then it is marked skipped)."""
+    name = known_good(signals) if known_good is not None else None
+    if name is not None:
+        signals.skipped = f"on known-good list {name!r}"
+    return name is not None
+
+
+def _decode(data: bytes, wanted: list[Hasher], signals: Signals, options: HashOptions) -> None:
+    """Every content hasher on an item held whole in memory."""
+    for hasher in wanted:
+        _run(hasher.name, signals, partial(hasher.compute, data, signals, options))
 
 
 #: Items at least this large have their digests computed beside the decoder.
