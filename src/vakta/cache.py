@@ -77,7 +77,7 @@ class SignalCache:
                 (*key, self._options, json.dumps(data, separators=(",", ":"))),
             )
         except sqlite3.OperationalError as exc:
-            self._drop(exc)
+            self._drop(exc, self._pending + 1)
             return
         self._pending += 1
         if self._pending >= 500:
@@ -87,15 +87,15 @@ class SignalCache:
         try:
             self._db.commit()
         except sqlite3.OperationalError as exc:
-            self._drop(exc)
+            self._drop(exc, self._pending)
         self._pending = 0
 
-    def _drop(self, exc: sqlite3.OperationalError) -> None:
-        """A best-effort writer gives up its pending writes when the file is busy; any other raises."""
+    def _drop(self, exc: sqlite3.OperationalError, writes: int) -> None:
+        """A best-effort writer gives up ``writes`` writes when the file is busy; any other raises."""
         if not self._best_effort or "locked" not in str(exc):
             raise exc
         self._db.rollback()
-        self.dropped += self._pending + 1
+        self.dropped += writes
         self._pending = 0
         log.debug("scan cache busy: %s (%d writes dropped so far)", exc, self.dropped)
 
