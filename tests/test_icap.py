@@ -9,6 +9,7 @@ import hashlib
 import http.client
 import io
 import json
+import random
 import shutil
 import socket
 import struct
@@ -38,7 +39,7 @@ from vakta.icap.alerts import AlertSink
 from vakta.icap.cli import parse_listen
 from vakta.icap.filter import Examiner, Policy, wanted, web_limits
 from vakta.icap.protocol import Bounds, ProtocolError, chunked, parse_encapsulated
-from vakta.icap.server import BLOCK_PAGE, IcapServer
+from vakta.icap.server import BLOCK_PAGE, PREVIEW_BYTES, IcapServer
 from vakta.icap.urls import UrlIndex
 from vakta.lists.store import EntryRow
 from vakta.matching.index import ListIndex
@@ -374,7 +375,7 @@ def test_recall_answers_a_remembered_body_without_hashing_it(images: ImageFactor
     examine = Examiner(_matcher(), HashOptions(), None, web_limits(10.0), cache)
     signature = testsignature.image_bytes()
     key, nothing = examine.recall(signature, "http://a.example/sig.jpg")
-    assert nothing is None and key == hashlib.sha256(signature).digest()
+    assert nothing is None and key == cache.key(signature) and len(key) == 32
     first = examine(signature, "http://a.example/sig.jpg", key)
     _, again = examine.recall(signature, "http://b.example/again.jpg")
     assert again is not None and [f.signals.path for f in again] == ["http://b.example/again.jpg"]
@@ -382,6 +383,12 @@ def test_recall_answers_a_remembered_body_without_hashing_it(images: ImageFactor
     assert again[0].signals.md5 == first[0].signals.md5 and again[0].signals.pdq == first[0].signals.pdq
     other = Examiner(_matcher(), HashOptions(), None, web_limits(10.0), cache)
     assert other.recall(signature, "http://c.example/x.jpg")[1] is None  # other lists: match on the pool
+
+
+def test_warm_up_checks_the_test_picture() -> None:
+    """The service's start: the test picture matches the built-in list, and no other."""
+    assert _examiner().warm_up()
+    assert not Examiner(Matcher(ListIndex.build([])), HashOptions(), None, web_limits(10.0)).warm_up()
 
 
 def test_body_cache_keeps_no_signals_with_errors() -> None:
@@ -516,6 +523,21 @@ def test_slow_and_endless_senders_cost_bounded_time(serve: Callable[..., Running
     started = time.monotonic()
     assert slow.response()[0] == 400 and endless.response()[0] == 400
     assert time.monotonic() - started < 3
+
+
+def test_the_body_deadline_is_per_piece_and_moves_with_each_chunk(serve: Callable[..., Running]) -> None:
+    """A body arriving slowly but steadily is read to its end; one that stops is cut off."""
+    running = serve(bounds=Bounds(body_read_seconds=0.5))
+    head = respmod(running.port, b"")[: -len(b"0\r\n\r\n")]
+    steady, stalled = Client(running.port), Client(running.port)
+    steady.send(head)
+    stalled.send(head + b"a\r\n0123456789\r\n")
+    for _ in range(5):  # 1.5 s in all, three times the deadline, a piece every 0.3 s
+        time.sleep(0.3)
+        steady.send(b"a\r\n0123456789\r\n")
+    steady.send(b"0\r\n\r\n")
+    assert steady.response()[0] == 204  # not a picture after all: passed
+    assert stalled.response()[0] == 400 and stalled.closed()
 
 
 def test_unknown_service_and_method(serve: Callable[..., Running]) -> None:
@@ -772,6 +794,10 @@ def web(tmp_path: Path, images: ImageFactory) -> Iterator[tuple[int, dict[str, b
         "page.html": b"<!doctype html><title>t</title><p>" + b"Hello, web. " * 2000,
         "large.bin": bytes(range(256)) * (24 << 12),  # 24 MiB
     }
+    # Declared pictures (not decodable: they pass with an error) around the preview size and
+    # Squid's 64 KiB buffer: whole in the preview, just past it, and past the buffer.
+    for size in (PREVIEW_BYTES - 1, PREVIEW_BYTES, PREVIEW_BYTES + 1, 65535, 65536, 65537):
+        files[f"edge-{size}.png"] = random.Random(size).randbytes(size)
     (root / "listed").mkdir()
     (root / "listed" / "a.html").write_bytes(b"<p>listed</p>")
     for name, data in files.items():
@@ -840,6 +866,8 @@ def test_through_squid(
         for name in ("benign.png", "page.html", "large.bin"):
             status, body = _fetch(proxy, f"{base}/{name}")
             assert status == 200 and body == files[name], name
+        for name in (n for n in files if n.startswith("edge-")):  # a stalled preview would time out
+            assert _fetch(proxy, f"{base}/{name}", timeout=10) == (200, files[name]), name
         # Over 64 KiB Squid offers no 204 and waits for the answer's head: several fetches, as a
         # head sent too early (with the 100 Continue) stalled about one in three.
         for _ in range(6):
@@ -869,6 +897,7 @@ def test_through_squid(
         vakta.terminate()
         vakta.wait(10)
     assert "blocked 3," in log.read_text() and "blocked urls 3" in log.read_text()
+    assert "self-test: the built-in test picture matched\n" in log.read_text()
     assert _fetch(proxy, f"{base}/page.html")[0] >= 500  # bypass=off: no filter, no web
     bypassing = start_squid(icap_port, "on")
     assert _fetch(bypassing, f"{base}/page.html") == (200, files["page.html"])

@@ -3,7 +3,7 @@
 Behind a company's proxy the same pictures come by again and again (logos,
 icons, the day's news photos), and decoding and PDQ-hashing a large picture
 costs tens of milliseconds a time. What is kept is a body's signals (digests,
-PDQ and its query hashes: no content), keyed on its SHA-256, for at most
+PDQ and its query hashes: no content), keyed on a cryptographic hash of it, for at most
 ``entries`` bodies, least recently used first out. The matches are kept beside
 them with the matcher that found them, and used only while that matcher is the
 one in force: lists opened anew match cached bodies at once. (Matching a
@@ -19,11 +19,23 @@ import dataclasses
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vakta.findings import Finding
 from vakta.matching.matcher import Match
 from vakta.signals.model import Signals
+
+
+def _key_function() -> Callable[[bytes | bytearray], bytes]:
+    try:
+        from blake3 import blake3
+    except ImportError:
+        return lambda body: hashlib.sha256(body).digest()
+    return lambda body: blake3(body).digest()
+
+
+_digest = _key_function()
 
 #: Bodies remembered by default (a body's signals take a few KB at most).
 DEFAULT_ENTRIES = 4096
@@ -45,7 +57,7 @@ class Cached:
 
 
 class BodyCache:
-    """A thread-safe LRU of body SHA-256 -> the signals of the body and of what is inside it, with their matches."""
+    """A thread-safe LRU of body hash -> the signals of the body and of what is inside it, with their matches."""
 
     def __init__(self, entries: int = DEFAULT_ENTRIES) -> None:
         self.entries = entries
@@ -55,8 +67,10 @@ class BodyCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(body: bytes) -> bytes:
-        return hashlib.sha256(body).digest()
+    def key(body: bytes | bytearray) -> bytes:
+        """The body's BLAKE3 (SHA-256 without the ``icap`` extra): collision-resistant, so no
+        crafted body can take a listed one's place; BLAKE3 is three times as fast here."""
+        return _digest(body)
 
     def get(self, key: bytes, path: str) -> Cached | None:
         """The cached entry with copies of its signals named after ``path`` (this response's URL), or None."""

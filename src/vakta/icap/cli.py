@@ -105,9 +105,15 @@ def _run_loop(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def _serve(server: IcapServer, host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    if await loop.run_in_executor(server.pool, server.examine.warm_up):
+        log.warning("self-test: the built-in test picture matched")
+    else:
+        log.warning(
+            "self-test: the built-in test picture matched no list in force (expected only with --no-test-list)"
+        )
     listener = await server.start(host, port)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)

@@ -13,10 +13,11 @@ import logging
 from dataclasses import dataclass
 from functools import partial
 
+from vakta import testsignature
 from vakta.containers import Limits, reader_for
 from vakta.findings import Finding
 from vakta.icap.bodycache import BodyCache
-from vakta.items import Item
+from vakta.items import Item, display_path
 from vakta.matching.knowngood import KnownGood
 from vakta.matching.matcher import Matcher
 from vakta.pipeline import hash_tree
@@ -91,16 +92,17 @@ class Examiner:
     #: Signals of bodies seen before, by content (None: hash every body).
     cache: BodyCache | None = None
 
-    def recall(self, body: bytes, url: str) -> tuple[bytes, list[Finding] | None]:
+    def recall(self, body: bytes | bytearray, url: str) -> tuple[bytes, list[Finding] | None]:
         """The body's cache key, and its findings if it was seen under the lists in force (else None).
 
-        Cheap (a SHA-256 and a dictionary lookup): the server calls it in its event loop and
-        hands only what is not remembered to its hashing threads.
+        Cheap (a hash of the body and a dictionary lookup): the server calls it in its event
+        loop, on the body as it was received, and hands only what is not remembered to its
+        hashing threads.
         """
         if self.cache is None:
             return b"", None
         key = self.cache.key(body)
-        cached = self.cache.peek(key, _item(body, url).display[0])
+        cached = self.cache.peek(key, _name(url))
         return key, cached.findings(self.matcher) if cached is not None else None
 
     def __call__(self, body: bytes, url: str, key: bytes | None = None) -> list[Finding]:
@@ -121,6 +123,17 @@ class Examiner:
         self.cache.put(key, tree, self.matcher, [f.matches for f in found])
         return found
 
+    def warm_up(self) -> bool:
+        """Check the built-in test picture once, before the first request; True when it matched.
+
+        The first picture a process decodes pays for loading the decoders and hashers
+        (about a third of a second here): that should not be a user's wait. It also
+        proves the service finds what its lists hold, when the built-in test list is one.
+        """
+        item = _item(testsignature.image_bytes(), "vakta-test.jpg")
+        found = self._found(hash_tree(item, self.options, self.known_good, self.limits))
+        return any(f.matched for f in found)
+
     def _found(self, tree: list[Signals]) -> list[Finding]:
         return [Finding(s, [] if s.skipped else self.matcher.match(s)) for s in tree]
 
@@ -128,3 +141,8 @@ class Examiner:
 def _item(body: bytes, url: str) -> Item:
     """A web body as a pipeline item, named by its URL."""
     return Item(url.encode("utf-8", "surrogateescape"), size=len(body), opener=partial(io.BytesIO, body))
+
+
+def _name(url: str) -> str:
+    """What a body's findings are named: its item's display path."""
+    return display_path(url.encode("utf-8", "surrogateescape"))[0]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Coroutine, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -41,6 +42,9 @@ class Bounds:
     idle_seconds: float = 60.0
     #: Time to wait for each piece of a body.
     body_read_seconds: float = 30.0
+    #: Bytes read ahead from a connection before reading pauses (lines are still held to
+    #: ``max_line``): a large window keeps a body's chunks from pausing the socket each time.
+    read_buffer: int = 256 << 10
 
 
 @dataclass
@@ -66,16 +70,64 @@ class Request:
         return self.headers.get("connection", "").lower() != "close"
 
 
-async def _with_deadline(coro: Coroutine[Any, Any, T], seconds: float) -> T:
-    """``coro`` within ``seconds``; a timeout, a short read or an overlong line is a ProtocolError."""
+@contextmanager
+def _protocol_errors() -> Iterator[None]:
+    """A timeout, a short read or an overlong line, as the ProtocolError it is."""
     try:
-        return await asyncio.wait_for(coro, seconds)
+        yield
     except TimeoutError:
         raise ProtocolError("timed out") from None
     except asyncio.IncompleteReadError:
         raise ProtocolError("connection closed in the middle of a message") from None
     except asyncio.LimitOverrunError:
         raise ProtocolError("line too long") from None
+
+
+async def _with_deadline(coro: Coroutine[Any, Any, T], seconds: float) -> T:
+    """``coro`` within ``seconds``, its failures as ProtocolErrors.
+
+    ``asyncio.timeout`` runs ``coro`` in the calling task; ``wait_for`` would start a task for it.
+    """
+    with _protocol_errors():
+        async with asyncio.timeout(seconds):
+            return await coro
+
+
+class StallTimer:
+    """Times the calling task out once ``seconds`` pass without a :meth:`touch`.
+
+    One ``asyncio.timeout`` for many reads, its deadline moved lazily: a touch only
+    notes the time, and a check at the old deadline sets the next one. (A timeout
+    per chunk cost several microseconds a chunk, a tenth of the service's time.)
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._timeout = asyncio.timeout(None)
+        self._last = self._loop.time()
+        self._check_at: asyncio.TimerHandle | None = None
+
+    def touch(self) -> None:
+        self._last = self._loop.time()
+
+    async def __aenter__(self) -> StallTimer:
+        await self._timeout.__aenter__()
+        self.touch()
+        self._check_at = self._loop.call_at(self._last + self.seconds, self._check)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._check_at is not None:
+            self._check_at.cancel()
+        await self._timeout.__aexit__(*exc)
+
+    def _check(self) -> None:
+        due = self._last + self.seconds
+        if self._loop.time() >= due:
+            self._timeout.reschedule(due)  # in the past: the timeout fires at once
+        else:
+            self._check_at = self._loop.call_at(due, self._check)
 
 
 async def read_line(reader: asyncio.StreamReader, bounds: Bounds) -> bytes:
@@ -103,7 +155,8 @@ async def _read_head(reader: asyncio.StreamReader, bounds: Bounds) -> dict[str, 
 async def read_request(reader: asyncio.StreamReader, bounds: Bounds) -> Request | None:
     """The next request's line, headers and HTTP heads; None when the client closed (or idled) between messages."""
     try:
-        first = await asyncio.wait_for(read_line(reader, bounds), bounds.idle_seconds)
+        async with asyncio.timeout(bounds.idle_seconds):
+            first = await read_line(reader, bounds)
     except (TimeoutError, ConnectionError):
         return None
     except asyncio.IncompleteReadError as exc:
@@ -172,14 +225,30 @@ class ChunkReader:
     bounds: Bounds
     ieof: bool = False
     done: bool = False
+    _timer: StallTimer | None = None
 
-    async def next(self) -> bytes | None:
-        """The next chunk's data, or None at the end of the body (or of the preview)."""
+    @asynccontextmanager
+    async def watched(self) -> AsyncIterator[None]:
+        """One deadline for the :meth:`next` calls inside, moved on by each (``body_read_seconds`` a piece, as alone)."""
+        with _protocol_errors():
+            async with StallTimer(self.bounds.body_read_seconds) as timer:
+                self._timer = timer
+                try:
+                    yield
+                finally:
+                    self._timer = None
+
+    async def next(self) -> memoryview | None:
+        """The next chunk's data (a view: no copy of it is made), or None at the end of the body (or of the preview)."""
         if self.done:
             return None
-        return await _with_deadline(self._next(), self.bounds.body_read_seconds)
+        if self._timer is None:
+            return await _with_deadline(self._next(), self.bounds.body_read_seconds)
+        self._timer.touch()
+        with _protocol_errors():
+            return await self._next()
 
-    async def _next(self) -> bytes | None:
+    async def _next(self) -> memoryview | None:
         line = await read_line(self.reader, self.bounds)
         found = _CHUNK_SIZE.match(line.strip())
         if not found:
@@ -190,10 +259,10 @@ class ChunkReader:
                 raise ProtocolError("chunked body does not end with an empty line")
             self.ieof, self.done = found.group(2) is not None, True
             return None
-        data = await self.reader.readexactly(size)
-        if await self.reader.readexactly(2) != CRLF:
+        data = await self.reader.readexactly(size + 2)  # with its CRLF: one read, one copy
+        if data[-2:] != CRLF:
             raise ProtocolError("chunk longer than its size says")
-        return data
+        return memoryview(data)[:-2]
 
     def again(self) -> None:
         """After a preview and ``100 Continue``: the rest of the body follows."""
