@@ -42,6 +42,8 @@ class Item:
     follow_symlinks: bool = False
     #: Opens an item that is not a local file (a URL through fsspec); picklable, for worker processes.
     opener: Callable[[], BinaryIO] | None = None
+    #: The item's bytes when it is already in memory (a web body): hashed as they are, no stream.
+    data: bytes | None = None
 
     @property
     def display(self) -> tuple[str, str | None]:

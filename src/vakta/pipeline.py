@@ -26,7 +26,7 @@ from vakta.findings import Finding
 from vakta.items import Item, ItemChangedError
 from vakta.matching.knowngood import KnownGood
 from vakta.matching.matcher import Hit, HitFinder, Matcher
-from vakta.signals.compute import compute_signals
+from vakta.signals.compute import compute_signals, compute_signals_of_bytes
 from vakta.signals.model import HashOptions, Signals
 from vakta.signals.sniff import SNIFF_BYTES, content_type
 from vakta.sources import source_for
@@ -44,6 +44,9 @@ def hash_item(item: Item, options: HashOptions, known_good: KnownGood | None = N
         signals.skipped = item.skip
         return signals
     try:
+        if item.data is not None:
+            compute_signals_of_bytes(item.data, signals, options, known_good)
+            return signals
         with item.open() as stream:
             compute_signals(stream, signals, options, known_good)
             if item.ino and item.changed_since_listing(stream):

@@ -140,7 +140,9 @@ class Examiner:
 
 def _item(body: bytes, url: str) -> Item:
     """A web body as a pipeline item, named by its URL."""
-    return Item(url.encode("utf-8", "surrogateescape"), size=len(body), opener=partial(io.BytesIO, body))
+    return Item(
+        url.encode("utf-8", "surrogateescape"), size=len(body), opener=partial(io.BytesIO, body), data=body
+    )
 
 
 def _name(url: str) -> str:
