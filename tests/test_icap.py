@@ -383,6 +383,13 @@ def test_recall_answers_a_remembered_body_without_hashing_it(images: ImageFactor
     assert again[0].signals.md5 == first[0].signals.md5 and again[0].signals.pdq == first[0].signals.pdq
     other = Examiner(_matcher(), HashOptions(), None, web_limits(10.0), cache)
     assert other.recall(signature, "http://c.example/x.jpg")[1] is None  # other lists: match on the pool
+    benign = images.encode(images.pattern(5), "PNG")
+    key, _ = examine.recall(benign, "http://a.example/b.png")
+    assert not examine(benign, "http://a.example/b.png", key)[0].matched
+    hits = cache.hits
+    assert examine.recall(benign, "http://b.example/b.png") == (key, [])  # seen clean: nothing to name
+    assert cache.hits == hits + 1
+    assert other.recall(benign, "http://c.example/b.png")[1] is None
 
 
 def test_warm_up_checks_the_test_picture() -> None:

@@ -80,6 +80,16 @@ class BodyCache:
         """:meth:`get` whose miss is not counted (a :meth:`get` follows it)."""
         return self._lookup(key, path, count_miss=False)
 
+    def clean(self, key: bytes, matcher: object) -> bool:
+        """Whether the body was seen and ``matcher`` matched nothing in it: a pass, with no findings to name."""
+        with self._lock:
+            entry = self._trees.get(key)
+            if entry is None or entry.matcher is not matcher or any(entry.matches):
+                return False
+            self._trees.move_to_end(key)
+            self.hits += 1
+        return True
+
     def _lookup(self, key: bytes, path: str, count_miss: bool) -> Cached | None:
         with self._lock:
             entry = self._trees.get(key)

@@ -97,11 +97,14 @@ class Examiner:
 
         Cheap (a hash of the body and a dictionary lookup): the server calls it in its event
         loop, on the body as it was received, and hands only what is not remembered to its
-        hashing threads.
+        hashing threads. A body seen and found clean gives no findings at all (an empty list):
+        most bodies are, and naming copies of their signals after the URL would be wasted.
         """
         if self.cache is None:
             return b"", None
         key = self.cache.key(body)
+        if self.cache.clean(key, self.matcher):
+            return key, []
         cached = self.cache.peek(key, _name(url))
         return key, cached.findings(self.matcher) if cached is not None else None
 
