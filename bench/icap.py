@@ -290,19 +290,23 @@ def latency(
     """One request at a time, each URL ``rounds`` times per proxy, the proxies interleaved."""
     clients = {name: Client(port, origin, files) for name, port in proxies.items()}
     times: dict[str, dict[str, list[float]]] = {name: {"page": [], "image": []} for name in proxies}
+    slowest: dict[str, list[tuple[float, str, int]]] = {name: [] for name in proxies}
     paths = list(files)
     for name in proxies:  # warm-up: connections made, ICAP OPTIONS fetched
         for path in paths[:3]:
             clients[name].fetch(path)
         clients[name].bad.clear()
-    for _ in range(rounds):
+    for round_ in range(rounds):
         random.shuffle(paths)
         for path in paths:
             kind = "page" if path.startswith("/page/") else "image"
             for name, client in clients.items():
-                times[name][kind].append(client.fetch(path))
+                seconds = client.fetch(path)
+                times[name][kind].append(seconds)
+                slowest[name] = sorted([*slowest[name], (seconds * 1000, path, round_ + 1)], reverse=True)[:4]
     return {
         "times": times,
+        "slowest": slowest,
         "bad": {name: c.bad for name, c in clients.items()},
         "retried": {name: c.retried for name, c in clients.items()},
     }
@@ -444,6 +448,7 @@ def main() -> None:
                 for name, kinds in lat["times"].items()
             }
             result["bad"] = lat["bad"]
+            result["slowest"] = lat["slowest"]
             result["retried"] = lat["retried"]
             result["throughput"] = alternated(proxies, origin, files, args.clients, args.seconds, args.slices)
         result["icap_log"] = (home / "icap.log").read_text(errors="replace").splitlines()[-3:]
@@ -481,6 +486,11 @@ def _report(r: dict[str, Any]) -> None:
         print(
             f"{kind + 's (' + str(a['n']) + ' requests)':32}{a['p50']:>10.1f}{a['p99']:>8.1f}{b['p50']:>12.1f}{b['p99']:>8.1f}"
             f"{b['p50'] - a['p50']:>11.1f}{b['p99'] - a['p99']:>8.1f}"
+        )
+    for name in ("squid", "squid+vakta"):
+        print(
+            f"slowest through {name}: "
+            + ", ".join(f"{path} (round {n}) {ms:.1f} ms" for ms, path, n in r["slowest"][name])
         )
     tp = r["throughput"]
     base, mine = tp["squid"]["requests_per_s"], tp["squid+vakta"]["requests_per_s"]
