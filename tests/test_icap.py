@@ -29,12 +29,14 @@ from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, Thread
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import brotli
 import pytest
+import zstandard
 from PIL import Image
 
 from vakta import testsignature
 from vakta.findings import Finding
-from vakta.icap import urls
+from vakta.icap import codings, urls
 from vakta.icap.alerts import AlertSink
 from vakta.icap.cli import parse_listen
 from vakta.icap.filter import Examiner, Policy, wanted, web_limits
@@ -192,10 +194,11 @@ def respmod(
     allow_204: bool = True,
     preview: int | None = None,
     extra: bytes = b"",
+    http_extra: bytes = b"",
 ) -> bytes:
     """A RESPMOD request; with ``preview``, only the preview part of the body (the caller sends the rest)."""
     req = GET % name
-    res = HTTP_OK % (ctype, len(body))
+    res = (HTTP_OK % (ctype, len(body)))[:-2] + http_extra + b"\r\n"
     headers = b"RESPMOD icap://127.0.0.1:%d/respmod ICAP/1.0\r\nHost: 127.0.0.1\r\n" % port
     headers += b"Allow: 204\r\n" if allow_204 else b""
     headers += extra
@@ -427,6 +430,83 @@ def test_wanted_by_declared_type_or_content(images: ImageFactory) -> None:
     gzipped_page = gzip.compress(b"<html>" * 100)
     assert wanted(None, gzipped_page) and not wanted("text/html", gzipped_page, "gzip")
     assert wanted("image/png", png, "gzip") and wanted(None, png, "identity")
+
+
+def test_codings_undo_what_servers_apply() -> None:
+    data = bytes(range(256)) * 400
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    coded = {
+        "gzip": gzip.compress(data),
+        "x-gzip": gzip.compress(data[:100]) + gzip.compress(data[100:]) + b"\0" * 8,  # two members, padding
+        "deflate": zlib.compress(data),
+        "br": brotli.compress(data),
+        "zstd": zstandard.ZstdCompressor().compress(data),
+    }
+    for name, body in coded.items():
+        assert codings.decode(body, (name,), len(data)) == data, name
+    assert (
+        codings.decode(raw.compress(data) + raw.flush(), ("deflate",), len(data)) == data
+    )  # raw, as some send it
+    assert codings.parse("GZIP, Br") == ("gzip", "br") and codings.parse(" identity ") == ()
+    assert codings.decode(brotli.compress(gzip.compress(data)), codings.parse("gzip, br"), len(data)) == data
+    jpeg = testsignature.image_bytes()
+    assert codings.head(gzip.compress(jpeg)[:3000], ("gzip",), 64) == jpeg[:64]  # a preview: the start only
+    assert codings.head(b"not gzip at all", ("gzip",), 64) is None
+    assert codings.head(gzip.compress(jpeg), ("compress",), 64) is None
+
+
+def test_coding_errors_are_values_and_bombs_stop_at_the_limit() -> None:
+    zeros = b"\0" * (64 << 20)
+    bombs = {
+        "gzip": gzip.compress(zeros),
+        "br": brotli.compress(zeros),
+        "zstd": zstandard.ZstdCompressor().compress(zeros),
+        "deflate": zlib.compress(zeros),
+    }
+    for name, bomb in bombs.items():
+        assert len(bomb) < 1 << 20
+        with pytest.raises(codings.CodingError, match="more than"):
+            codings.decode(bomb, (name,), 1 << 20)
+    whole = gzip.compress(bytes(range(256)) * 400)
+    for bad, why in ((whole[:-20], "ends before"), (b"\x1f\x8b garbage", "gzip")):
+        with pytest.raises(codings.CodingError, match=why):
+            codings.decode(bad, ("gzip",), 1 << 20)
+    with pytest.raises(codings.CodingError, match="not supported"):
+        codings.decode(whole, ("compress",), 1 << 20)
+    with pytest.raises(codings.CodingError, match="br"):
+        codings.decode(brotli.compress(b"x" * 1000)[:-3], ("br",), 1 << 20)
+
+
+def test_a_coded_body_is_checked_as_the_browser_shows_it(
+    serve: Callable[..., Running], images: ImageFactory
+) -> None:
+    """Compressing a listed picture (and calling it a page) does not get it past the filter."""
+    running = serve()
+    client = Client(running.port)
+    signature = testsignature.image_bytes()
+    sent = {
+        b"gzip": gzip.compress(signature),
+        b"br": brotli.compress(signature),
+        b"gzip, br": brotli.compress(gzip.compress(signature)),
+    }
+    for coding, body in sent.items():
+        header = b"Content-Encoding: %s\r\n" % coding
+        client.send(respmod(running.port, body, b"text/html", name=b"sig", http_extra=header))
+        assert client.response()[2].startswith(b"HTTP/1.1 403"), coding
+        # In a preview too: sniffed from the decoded start, then fetched whole.
+        client.send(respmod(running.port, body, b"text/html", name=b"sig", http_extra=header, preview=1024))
+        assert client.response()[0] == 100
+        rest = body[1024:]
+        client.send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest))
+        assert client.response()[2].startswith(b"HTTP/1.1 403"), coding
+    benign = gzip.compress(images.encode(images.pattern(4), "JPEG"))
+    client.send(respmod(running.port, benign, b"image/jpeg", http_extra=b"Content-Encoding: gzip\r\n"))
+    assert client.response()[0] == 204
+    client.send(
+        respmod(running.port, signature[:1000], b"image/jpeg", http_extra=b"Content-Encoding: gzip\r\n")
+    )
+    assert client.response()[0] == 204  # not gzip after all: an error on that body, which passes
+    assert running.server.counts["blocked"] == 6 and running.server.counts["passed"] == 2
 
 
 def test_oversize_passes_and_is_counted_or_blocked(serve: Callable[..., Running]) -> None:
@@ -800,6 +880,7 @@ def web(tmp_path: Path, images: ImageFactory) -> Iterator[tuple[int, dict[str, b
         "big-sig.png": _big_signature(),
         "page.html": b"<!doctype html><title>t</title><p>" + b"Hello, web. " * 2000,
         "large.bin": bytes(range(256)) * (24 << 12),  # 24 MiB
+        "sig.gz-coded": gzip.compress(testsignature.image_bytes()),
     }
     # Declared pictures (not decodable: they pass with an error) around the preview size and
     # Squid's 64 KiB buffer: whole in the preview, just past it, and past the buffer.
@@ -819,6 +900,11 @@ def web(tmp_path: Path, images: ImageFactory) -> Iterator[tuple[int, dict[str, b
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
+    def end_headers(self) -> None:
+        if self.path.endswith(".gz-coded"):  # sent compressed, as a server may send a picture
+            self.send_header("Content-Encoding", "gzip")
+        super().end_headers()
+
     def log_message(self, format: str, *args: object) -> None:
         pass
 
@@ -867,7 +953,7 @@ def test_through_squid(
         _wait_for_port(icap_port, vakta, "vakta icap", log)
         proxy = start_squid(icap_port, "off")
         base = f"http://127.0.0.1:{web_port}"
-        for name in ("sig.jpg", "resized.jpg"):
+        for name in ("sig.jpg", "resized.jpg", "sig.gz-coded"):
             status, body = _fetch(proxy, f"{base}/{name}")
             assert (status, body) == (403, BLOCK_PAGE.encode()), name
         for name in ("benign.png", "page.html", "large.bin"):
@@ -903,7 +989,7 @@ def test_through_squid(
     finally:
         vakta.terminate()
         vakta.wait(10)
-    assert "blocked 3," in log.read_text() and "blocked urls 3" in log.read_text()
+    assert "blocked 4," in log.read_text() and "blocked urls 3" in log.read_text()
     assert "self-test: the built-in test picture matched\n" in log.read_text()
     assert _fetch(proxy, f"{base}/page.html")[0] >= 500  # bypass=off: no filter, no web
     bypassing = start_squid(icap_port, "on")

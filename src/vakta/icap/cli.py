@@ -63,7 +63,9 @@ def build(
     )
     cache = BodyCache(settings.cache_entries) if settings.cache_entries else None
     options = HashOptions(extra_queries=settings.extra_queries)
-    examine = Examiner(matcher, options, known_good, web_limits(settings.max_seconds), cache)
+    examine = Examiner(
+        matcher, options, known_good, web_limits(settings.max_seconds), cache, settings.max_body_bytes
+    )
     if isinstance(alerts_to, Path):
         sink = AlertSink(None if console else alerts_to, None, console)
     else:

@@ -16,6 +16,7 @@ from functools import partial
 from vakta import testsignature
 from vakta.containers import Limits, reader_for
 from vakta.findings import Finding
+from vakta.icap import codings
 from vakta.icap.bodycache import BodyCache
 from vakta.items import Item, display_path
 from vakta.matching.knowngood import KnownGood
@@ -23,7 +24,7 @@ from vakta.matching.matcher import Matcher
 from vakta.pipeline import hash_tree
 from vakta.signals.hashers import hashers_for
 from vakta.signals.model import HashOptions, Signals
-from vakta.signals.sniff import content_type
+from vakta.signals.sniff import SNIFF_BYTES, content_type
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +67,20 @@ def web_limits(seconds: float) -> Limits:
     )
 
 
-def wanted(declared: str | None, head: bytes, encoding: str | None = None) -> bool:
+def wanted(declared: str | None, start: bytes | bytearray, encoding: str | None = None) -> bool:
     """Whether a body is an image, video or archive, by its declared type or its first bytes.
 
-    A body with a ``Content-Encoding`` (gzip pages) goes by its declared type only: its
-    first bytes are the encoding's, and opening every compressed page would be wasted work.
+    ``start`` is the body's beginning as received (the preview). A body with a
+    ``Content-Encoding`` is sniffed as decoded, as the browser will see it (undoing
+    the first few KB of a gzip page costs microseconds); one whose coding is not
+    supported, or whose start does not decode, goes by its declared type only.
     """
     kind = (declared or "").split(";")[0].strip().lower()
     if kind.startswith(_DECLARED) or kind in _DECLARED_ARCHIVES:
         return True
-    if (encoding or "identity").strip().lower() != "identity":
+    coding = codings.parse(encoding)
+    head = codings.head(bytes(start), coding, SNIFF_BYTES) if coding else bytes(start[:SNIFF_BYTES])
+    if head is None:
         return False
     sniffed = content_type(head)
     return bool(hashers_for(sniffed)) or reader_for(sniffed) is not None
@@ -91,6 +96,8 @@ class Examiner:
     limits: Limits | None
     #: Signals of bodies seen before, by content (None: hash every body).
     cache: BodyCache | None = None
+    #: Most bytes a body may decode to from its ``Content-Encoding`` (a compression bomb stops there).
+    decoded_limit: int = 64 << 20
 
     def recall(self, body: bytes | bytearray, url: str) -> tuple[bytes, list[Finding] | None]:
         """The body's cache key, and its findings if it was seen under the lists in force (else None).
@@ -108,15 +115,20 @@ class Examiner:
         cached = self.cache.peek(key, _name(url))
         return key, cached.findings(self.matcher) if cached is not None else None
 
-    def __call__(self, body: bytes, url: str, key: bytes | None = None) -> list[Finding]:
-        """One finding per hashed thing (the body first, then members of an archive)."""
-        item = _item(body, url)
+    def __call__(
+        self, body: bytes, url: str, key: bytes | None = None, coding: tuple[str, ...] = ()
+    ) -> list[Finding]:
+        """One finding per hashed thing (the body first, then members of an archive).
+
+        ``coding`` is the body's ``Content-Encoding`` (:func:`codings.parse`): the body is
+        hashed decoded, as the browser shows it; it is remembered by its bytes as sent.
+        """
         if self.cache is None:
-            return self._found(hash_tree(item, self.options, self.known_good, self.limits))
+            return self._found(self._hashed(body, url, coding))
         key = key or self.cache.key(body)
-        cached = self.cache.get(key, item.display[0])
+        cached = self.cache.get(key, _name(url))
         if cached is None:
-            tree = hash_tree(item, self.options, self.known_good, self.limits)
+            tree = self._hashed(body, url, coding)
         else:
             remembered = cached.findings(self.matcher)
             if remembered is not None:
@@ -125,6 +137,21 @@ class Examiner:
         found = self._found(tree)
         self.cache.put(key, tree, self.matcher, [f.matches for f in found])
         return found
+
+    def _hashed(self, body: bytes, url: str, coding: tuple[str, ...]) -> list[Signals]:
+        """The body's signals (decoded first when it has a content coding), then its members'."""
+        if not coding:
+            return hash_tree(_item(body, url), self.options, self.known_good, self.limits)
+        if not codings.supported(coding):
+            tree = hash_tree(_item(body, url), self.options, self.known_good, self.limits)
+            tree[0].errors.append(f"content coding {', '.join(coding)} not supported: checked as sent")
+            return tree
+        try:
+            decoded = codings.decode(body, coding, self.decoded_limit)
+        except codings.CodingError as exc:
+            path, path_b64 = _item(body, url).display
+            return [Signals(path=path, path_b64=path_b64, size=len(body), errors=[f"content coding: {exc}"])]
+        return hash_tree(_item(decoded, url), self.options, self.known_good, self.limits)
 
     def warm_up(self) -> bool:
         """Check the built-in test picture once, before the first request; True when it matched.

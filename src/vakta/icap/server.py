@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from vakta.icap import codings
 from vakta.icap.alerts import AlertSink
 from vakta.icap.filter import Examiner, Policy, wanted
 from vakta.icap.protocol import (
@@ -80,6 +81,8 @@ class Transaction:
     continued: bool = False
     #: The answer's head was sent before the body was whole (see :meth:`IcapServer._answer_head`).
     answered: bool = False
+    #: The body's content codings (``Content-Encoding``), undone before it is hashed.
+    coding: tuple[str, ...] = ()
 
 
 class IcapServer:
@@ -200,7 +203,8 @@ class IcapServer:
             await self._gather(t, SNIFF_BYTES)  # enough to tell the type
         elif await self._gather(t, t.request.preview):
             raise ProtocolError("preview longer than announced")
-        if not wanted(res.get("content-type"), bytes(t.kept[:SNIFF_BYTES]), res.get("content-encoding")):
+        t.coding = codings.parse(res.get("content-encoding"))
+        if not wanted(res.get("content-type"), t.kept, res.get("content-encoding")):
             self.counts["passed"] += 1
             return await self._pass_rest(t, None)
         if _rest_with_proxy(t):
@@ -237,7 +241,7 @@ class IcapServer:
             key, findings = self.examine.recall(t.kept, url) if len(t.kept) <= RECALL_BYTES else (None, None)
             if findings is None:
                 findings = await asyncio.wait_for(
-                    loop.run_in_executor(self.pool, self.examine, bytes(t.kept), url, key),
+                    loop.run_in_executor(self.pool, self.examine, bytes(t.kept), url, key, t.coding),
                     self.policy.max_seconds,
                 )
         except TimeoutError:
