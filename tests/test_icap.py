@@ -526,6 +526,32 @@ def test_oversize_passes_and_is_counted_or_blocked(serve: Callable[..., Running]
     assert client.response()[2].startswith(b"HTTP/1.1 451 ")
 
 
+def test_bodies_held_at_once_are_bounded(serve: Callable[..., Running]) -> None:
+    """A body that would pass the memory for all bodies held at once passes unchecked (or is blocked)."""
+    image = testsignature.image_bytes()
+    for policy, answer in (
+        (Policy(max_held_bytes=len(image) * 3 // 2), 204),
+        (Policy(max_held_bytes=len(image) * 3 // 2, block_unchecked=True), 200),
+    ):
+        running = serve(policy)
+        first, second = Client(running.port), Client(running.port)
+        head = respmod(running.port, image, name=b"first.jpg")[: -len(chunked(image))]
+        part = len(image) * 3 // 4
+        first.send(head + b"%x\r\n%s\r\n" % (part, image[:part]))  # most of a body, held while it arrives
+        deadline = time.monotonic() + 5
+        while running.server.held < len(image) // 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second.send(respmod(running.port, image, name=b"second.jpg"))
+        status, _, head, _ = second.response()
+        assert status == answer and (status == 204 or head.startswith(b"HTTP/1.1 403"))
+        first.send(chunked(image[part:]))
+        assert first.response()[2].startswith(b"HTTP/1.1 403")  # checked: it was held
+        deadline = time.monotonic() + 5  # given back once the exchange has ended (just after its answer)
+        while running.server.held and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert running.server.counts["unchecked"] == 1 and running.server.held == 0
+
+
 def _png_bomb() -> bytes:
     """A tiny PNG that claims 100,000 x 100,000 pixels (its data would be 1.25 GB)."""
 

@@ -931,6 +931,12 @@ def icap_command(
     threshold: ThresholdOpt = DEFAULT_THRESHOLD,
     no_test_list: NoTestListOpt = False,
     max_body: Annotated[str, typer.Option("--max-body-size", help="Larger bodies pass unchecked.")] = "64M",
+    max_held: Annotated[
+        str,
+        typer.Option(
+            "--max-held-size", help="Bodies held at once, all connections; past it they pass unchecked."
+        ),
+    ] = "1G",
     max_seconds: Annotated[float, typer.Option("--max-body-seconds", help="Time to check one body.")] = 30.0,
     block_unchecked: Annotated[
         bool, typer.Option("--block-unchecked", help="Block what the limits stop.")
@@ -975,7 +981,14 @@ def icap_command(
     urls = UrlIndex(store.entries(detect_lists))
     store.close()
     settings = Settings(
-        parse_size(max_body), max_seconds, block_unchecked, block_status, workers, extra_queries, cache_bodies
+        parse_size(max_body),
+        max_seconds,
+        block_unchecked,
+        block_status,
+        workers,
+        extra_queries,
+        cache_bodies,
+        parse_size(max_held),
     )
     alerts_to = dispatcher or alert_log or home / "icap-alerts.jsonl"
     serve(address, Matcher(index, threshold), known_good or None, urls, settings, alerts_to, reporter)

@@ -39,6 +39,8 @@ class Settings:
     extra_queries: bool = False
     #: Bodies whose signals are remembered by content (0: none).
     cache_entries: int = DEFAULT_ENTRIES
+    #: Bytes of bodies held at once over all connections.
+    max_held_bytes: int = 1 << 30
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -59,7 +61,11 @@ def build(
 ) -> IcapServer:
     """The server for these lists and settings; alerts go to the console and the notifiers, or else to a JSONL file."""
     policy = Policy(
-        settings.max_body_bytes, settings.max_seconds, settings.block_unchecked, settings.block_status
+        settings.max_body_bytes,
+        settings.max_seconds,
+        settings.block_unchecked,
+        settings.block_status,
+        settings.max_held_bytes,
     )
     cache = BodyCache(settings.cache_entries) if settings.cache_entries else None
     options = HashOptions(extra_queries=settings.extra_queries)

@@ -54,6 +54,10 @@ class Policy:
     #: Block a body the limits stop from being checked (default: let it pass, and count it).
     block_unchecked: bool = False
     block_status: int = 403
+    #: Bytes of bodies held at once over all connections; a body that would pass it is not held
+    #: (it passes unchecked, or is blocked with ``block_unchecked``): many large bodies at once
+    #: cannot exhaust memory.
+    max_held_bytes: int = 1 << 30
 
 
 def web_limits(seconds: float) -> Limits:

@@ -83,6 +83,10 @@ class Transaction:
     answered: bool = False
     #: The body's content codings (``Content-Encoding``), undone before it is hashed.
     coding: tuple[str, ...] = ()
+    #: Bytes of ``kept`` counted against the server's budget (:attr:`Policy.max_held_bytes`).
+    held: int = 0
+    #: Holding more of the body would have passed that budget.
+    over_budget: bool = False
 
 
 class IcapServer:
@@ -104,6 +108,8 @@ class IcapServer:
         self.bounds = bounds or Bounds()
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="vakta-icap")
         self.counts: Counter[str] = Counter()
+        #: Bytes of bodies held now, over all connections.
+        self.held = 0
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     async def start(self, host: str, port: int) -> asyncio.Server:
@@ -156,7 +162,11 @@ class IcapServer:
             await _drain(chunks)
             writer.write(response(405, "Method Not Allowed"))
         elif service == "RESPMOD":
-            await self._respmod(Transaction(request, chunks, writer))
+            t = Transaction(request, chunks, writer)
+            try:
+                await self._respmod(t)
+            finally:
+                self.held -= t.held
         else:
             await self._reqmod(Transaction(request, chunks, writer))
 
@@ -220,18 +230,35 @@ class IcapServer:
                 await self._gather(t, len(t.kept))
             if not t.chunks.done:
                 await self._answer_head(t)
-        if await self._gather(t, self.policy.max_body_bytes):
-            return await self._pass_rest(t, "larger than the body limit")
+        if await self._gather(t, self.policy.max_body_bytes, held=True):
+            why = "over the memory for bodies held at once" if t.over_budget else "larger than the body limit"
+            return await self._pass_rest(t, why)
         await self._decide(t)
 
-    async def _gather(self, t: Transaction, limit: int) -> bool:
-        """Read chunks into ``kept`` until the (preview's) end; True when ``limit`` was passed first."""
+    async def _gather(self, t: Transaction, limit: int, held: bool = False) -> bool:
+        """Read chunks into ``kept`` until the (preview's) end; True when ``limit`` was passed first.
+
+        With ``held``, what is kept counts against the bytes all connections may hold, and
+        True also means that would have passed that budget (``t.over_budget``).
+        """
         async with t.chunks.watched():
             while len(t.kept) <= limit:
+                if held and not self._hold(t):
+                    return True
                 chunk = await t.chunks.next()
                 if chunk is None:
-                    return False
+                    return held and not self._hold(t)
                 t.kept += chunk
+        return True
+
+    def _hold(self, t: Transaction) -> bool:
+        """Count ``t.kept`` as held; False (nothing more counted) when that would pass the budget."""
+        more = len(t.kept) - t.held
+        if self.held + more > self.policy.max_held_bytes:
+            t.over_budget = True
+            return False
+        self.held += more
+        t.held += more
         return True
 
     async def _decide(self, t: Transaction) -> None:
