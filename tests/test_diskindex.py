@@ -17,6 +17,7 @@ from vakta.lists.model import ListRecord
 from vakta.lists.store import ListStore
 from vakta.matching import diskindex, search
 from vakta.matching.diskindex import DiskIndex, IndexFormatError
+from vakta.matching.index import ListIndex
 from vakta.matching.search import DigestSegment, PdqIndex, PdqSegment, choose_layout, hash_words, word_radii
 
 _flip = flip_bits
@@ -168,6 +169,17 @@ def _mapped(array: object) -> bool:
             return True
         array = getattr(array, "base", None)
     return False
+
+
+def test_prefault_reads_every_mapped_array(tmp_path: Path) -> None:
+    """A service reads the lists in at start (``SearchIndex.prefault``): every array, mapped ones included."""
+    store, hashes = _store(tmp_path, 3_000)
+    disk = diskindex.build(store, tmp_path / "index")
+    found = ListIndex.from_disk(disk, store, disk.list_names).search
+    segments = [s for d in found.digests.values() for s in d.segments] + list(found.pdq.segments)
+    arrays = [a for s in segments for a in s.arrays().values()]
+    assert sum(_mapped(a) for a in arrays) >= 5  # PDQ hashes, owners, postings, tables; digests
+    assert found.prefault() == sum(a.nbytes for a in arrays) > len(hashes) * 32
 
 
 def test_pickled_index_maps_its_files_again(tmp_path: Path) -> None:

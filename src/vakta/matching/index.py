@@ -8,6 +8,7 @@ hashes costs seconds and bytes per hash, not Python objects.
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -131,6 +132,23 @@ class SearchIndex:
     def __len__(self) -> int:
         """Hashes plus known videos."""
         return sum(len(d) for d in self.digests.values()) + len(self.pdq) + len(self.videos)
+
+    def prefault(self) -> int:
+        """Read one byte of every page of the digest and PDQ arrays; returns the bytes covered.
+
+        On-disk arrays are memory-mapped and read on first use, so in a fresh process
+        the first lookups wait for the pages they touch (the first match of a picture
+        against a 1,000,000-entry list took 16 ms from the page cache, 143 ms after the
+        cache was dropped, against 2 ms later). A long-running service pays that once, at start.
+        """
+        segments: list[DigestSegment | PdqSegment] = [s for d in self.digests.values() for s in d.segments]
+        covered = 0
+        for segment in [*segments, *self.pdq.segments]:
+            for array in segment.arrays().values():
+                if array.flags.c_contiguous and array.nbytes:
+                    int(array.reshape(-1).view(np.uint8)[:: mmap.PAGESIZE].sum())
+                    covered += array.nbytes
+        return covered
 
 
 @dataclass
