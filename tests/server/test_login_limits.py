@@ -175,13 +175,31 @@ def test_failures_from_one_address_are_limited_across_names(console: Console) ->
     assert _login(elsewhere, "alice").status_code == 200
 
 
-def test_the_address_bucket_refills() -> None:
+def test_the_address_bucket_refills(console: Console) -> None:
     limiter = AddressLimiter(burst=2, refill_seconds=0.2)
-    limiter.failed("a")
-    limiter.failed("a")
-    assert limiter.wait("a") > 0 and limiter.wait("b") == 0
+    limiter.failed(console.db, "a")
+    limiter.failed(console.db, "a")
+    assert limiter.wait(console.db, "a") > 0 and limiter.wait(console.db, "b") == 0
     time.sleep(0.25)
-    assert limiter.wait("a") == 0
+    assert limiter.wait(console.db, "a") == 0
+
+
+def test_limits_hold_across_server_processes(console: Console) -> None:
+    """Two workers (two guards) on one database: one address bucket, one count per unknown name."""
+    console.user("alice", Role.ANALYST)
+    first = LoginGuard(lock_after=3, addresses=AddressLimiter(burst=4, refill_seconds=60))
+    second = LoginGuard(lock_after=3, addresses=AddressLimiter(burst=4, refill_seconds=60))
+
+    def attempt(guard: LoginGuard, name: str, address: str) -> logins.Outcome:
+        return logins.attempt(console.db, guard, name, WRONG, None, address, lambda session, user: None)
+
+    for guard in (first, second, first):  # an unknown name, its guesses spread over the workers
+        assert attempt(guard, "nobody", "192.0.2.1").refusal == logins.Refusal.WRONG
+    for guard in (second, first):  # locked for both, as alice would be after three
+        assert attempt(guard, "nobody", "192.0.2.2").refusal == logins.Refusal.LOCKED
+    assert attempt(second, "alice", "192.0.2.1").refusal == logins.Refusal.WRONG  # the fourth from .1
+    limited = attempt(first, "alice", "192.0.2.1")
+    assert limited.refusal == logins.Refusal.LIMITED and limited.retry_after >= 1
 
 
 def test_good_logins_do_not_drain_the_address_bucket(console: Console) -> None:

@@ -11,11 +11,15 @@ What an attacker can learn from a login is kept to "it worked" or "it did not":
 - after ``lock_after`` failures in a row an account is locked for a minute,
   doubling with each further failure up to an hour; a locked account answers
   429 with ``Retry-After`` without looking at the password, so the answer is
-  the same whether it was right. Unknown user names lock the same way (in
-  memory), so lockouts do not tell which names exist;
-- failures from one client address drain a token bucket (in memory, per
-  server process): a spray of a few passwords over many user names slows to
-  one attempt every ``ADDRESS_REFILL_SECONDS`` once the burst is spent.
+  the same whether it was right. Unknown user names lock the same way, so
+  lockouts do not tell which names exist;
+- failures from one client address drain a token bucket: a spray of a few
+  passwords over many user names slows to one attempt every
+  ``ADDRESS_REFILL_SECONDS`` once the burst is spent.
+
+Unknown names and address buckets are rows of the database (``login_limits``), as
+accounts' counts are: every server process (``--workers``) sees the same, so more
+processes neither multiply the limits nor make an unknown name lock later than a real one.
 """
 
 from __future__ import annotations
@@ -23,21 +27,20 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from vakta.server import audit, totp
 from vakta.server.auth import check_password
 from vakta.server.db import Database
-from vakta.server.models import User, utcnow
+from vakta.server.models import LoginLimit, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +52,6 @@ LOCK_MAX = timedelta(hours=1)
 #: Failed logins one client address may make at once, then one more per ``ADDRESS_REFILL_SECONDS``.
 ADDRESS_BURST = 20.0
 ADDRESS_REFILL_SECONDS = 30.0
-#: Addresses and unknown user names remembered (the oldest are forgotten first).
-MEMORY_LIMIT = 10_000
 
 
 class Refusal(StrEnum):
@@ -83,54 +84,72 @@ def _seconds(until: datetime, now: datetime) -> int:
 
 @dataclass
 class AddressLimiter:
-    """Per-address buckets of failed logins: ``wait`` is 0 while attempts may go on, else seconds."""
+    """Per-address buckets of failed logins: ``wait`` is 0 while attempts may go on, else seconds.
+
+    The buckets are rows of the database (:class:`LoginLimit`), so every server process
+    (``--workers``) draws on the same one.
+    """
 
     burst: float = ADDRESS_BURST
     refill_seconds: float = ADDRESS_REFILL_SECONDS
-    _buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _level(self, address: str, now: float) -> float:
-        tokens, last = self._buckets.get(address, (self.burst, now))
-        return min(self.burst, tokens + (now - last) / self.refill_seconds)
+    def _level(self, row: LoginLimit | None, now: datetime) -> float:
+        if row is None:
+            return self.burst
+        return min(self.burst, row.level + (now - row.updated_at).total_seconds() / self.refill_seconds)
 
-    def wait(self, address: str) -> float:
-        now = time.monotonic()
-        with self._lock:
-            tokens = self._level(address, now)
+    def wait(self, db: Database, address: str) -> float:
+        with db.read() as session:
+            tokens = self._level(session.get(LoginLimit, _key("address", address)), utcnow())
         return 0.0 if tokens >= 1 else (1 - tokens) * self.refill_seconds
 
-    def failed(self, address: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._buckets[address] = (max(0.0, self._level(address, now) - 1), now)
-            self._buckets.move_to_end(address)
-            while len(self._buckets) > MEMORY_LIMIT:
-                self._buckets.popitem(last=False)
+    def failed(self, db: Database, address: str) -> None:
+        now = utcnow()
+        with db.write() as session:
+            row = _locked_row(session, _key("address", address), self.burst, now)
+            row.level, row.updated_at = max(0.0, self._level(row, now) - 1), now
+            # A bucket untouched this long is full again: the same as no row.
+            stale = now - timedelta(seconds=self.burst * self.refill_seconds)
+            session.execute(
+                delete(LoginLimit).where(LoginLimit.key.like("address:%"), LoginLimit.updated_at < stale)
+            )
 
 
 @dataclass
 class PhantomLocks:
-    """Failures and locks of user names that do not exist, so they lock like real accounts."""
+    """Failures and locks of user names that do not exist, so they lock like real accounts.
 
-    _names: OrderedDict[str, tuple[int, datetime | None]] = field(default_factory=OrderedDict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    Kept in the database like an account's own count, so all server processes agree.
+    """
 
-    def locked_until(self, name: str, now: datetime) -> datetime | None:
-        with self._lock:
-            _, until = self._names.get(name, (0, None))
+    def locked_until(self, db: Database, name: str, now: datetime) -> datetime | None:
+        with db.read() as session:
+            row = session.get(LoginLimit, _key("name", name))
+        until = row.locked_until if row is not None else None
         return until if until is not None and until > now else None
 
-    def failed(self, name: str, now: datetime, lock_after: int) -> tuple[int, datetime | None]:
-        with self._lock:
-            failures = self._names.get(name, (0, None))[0] + 1
+    def failed(self, db: Database, name: str, now: datetime, lock_after: int) -> tuple[int, datetime | None]:
+        with db.write() as session:
+            row = _locked_row(session, _key("name", name), 0.0, now)
+            failures = int(row.level) + 1
             lock = lock_duration(failures, lock_after)
             until = now + lock if lock else None
-            self._names[name] = (failures, until)
-            self._names.move_to_end(name)
-            while len(self._names) > MEMORY_LIMIT:
-                self._names.popitem(last=False)
+            row.level, row.locked_until, row.updated_at = float(failures), until, now
         return failures, until
+
+
+def _key(kind: str, value: str) -> str:
+    return f"{kind}:{value}"[:320]
+
+
+def _locked_row(session: Session, key: str, level: float, now: datetime) -> LoginLimit:
+    """The row of ``key``, made if missing, locked for this transaction (two processes never both add it)."""
+    module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    values = {"key": key, "level": level, "updated_at": now, "locked_until": None}
+    session.execute(module.insert(LoginLimit).values(values).on_conflict_do_nothing(index_elements=["key"]))
+    row = session.get(LoginLimit, key, with_for_update=True, populate_existing=True)
+    assert row is not None
+    return row
 
 
 @dataclass
@@ -169,7 +188,7 @@ def attempt(
     start: Start,
 ) -> Outcome:
     """Check one login; on success ``start`` runs in the transaction that resets the failure count."""
-    wait = guard.addresses.wait(address)
+    wait = guard.addresses.wait(db, address)
     if wait > 0:
         log.warning("login for %r from %s refused: too many failures from this address", username, address)
         return Outcome(None, Refusal.LIMITED, max(1, math.ceil(wait)))
@@ -179,33 +198,48 @@ def attempt(
     if user is None:
         return _unknown(db, guard, username, password, address, now)
     if user.locked_until is not None and user.locked_until > now:
-        guard.addresses.failed(address)
+        guard.addresses.failed(db, address)
         log.warning("login for %r from %s refused: account locked", username, address)
         return Outcome(None, Refusal.LOCKED, _seconds(user.locked_until, now))
     password_ok = check_password(user.password_hash, password)
     with db.write() as session:
-        row = session.get(User, user.id, with_for_update=True, populate_existing=True)
-        if row is None:  # deleted meanwhile
-            return Outcome(None, Refusal.WRONG)
-        if row.locked_until is not None and row.locked_until > now:  # locked by a parallel attempt
-            guard.addresses.failed(address)
-            return Outcome(None, Refusal.LOCKED, _seconds(row.locked_until, now))
-        ok, step = password_ok and row.disabled_at is None, None
-        if ok:
-            ok, step = _second_factor(session, row, code, now)
-        if ok:
-            row.failed_logins, row.locked_until = 0, None
-            start(session, row)
-            details = {} if step is None else {totp.STEP_KEY: step}
-            audit.append(session, f"user:{row.username}", "session.login", f"user:{row.username}", details)
-            return Outcome(row)
-        if password_ok and row.disabled_at is None:
-            log.warning("login for %r from %s: right password, missing or wrong code", username, address)
-        else:
-            log.warning("failed login for %r from %s", username, address)
-        _count_failure(session, row, guard.lock_after, now)
-    guard.addresses.failed(address)
-    return Outcome(None, Refusal.WRONG)
+        outcome, counted = _check(session, user.id, password_ok, code, now, guard.lock_after, start, address)
+    if counted:  # after the account's transaction: SQLite has one writer at a time
+        guard.addresses.failed(db, address)
+    return outcome
+
+
+def _check(
+    session: Session,
+    user_id: int,
+    password_ok: bool,
+    code: str | None,
+    now: datetime,
+    lock_after: int,
+    start: Start,
+    address: str,
+) -> tuple[Outcome, bool]:
+    """The login decided in the account row's transaction, and whether it counts against the address."""
+    row = session.get(User, user_id, with_for_update=True, populate_existing=True)
+    if row is None:  # deleted meanwhile
+        return Outcome(None, Refusal.WRONG), False
+    if row.locked_until is not None and row.locked_until > now:  # locked by a parallel attempt
+        return Outcome(None, Refusal.LOCKED, _seconds(row.locked_until, now)), True
+    ok, step = password_ok and row.disabled_at is None, None
+    if ok:
+        ok, step = _second_factor(session, row, code, now)
+    if ok:
+        row.failed_logins, row.locked_until = 0, None
+        start(session, row)
+        details = {} if step is None else {totp.STEP_KEY: step}
+        audit.append(session, f"user:{row.username}", "session.login", f"user:{row.username}", details)
+        return Outcome(row), False
+    if password_ok and row.disabled_at is None:
+        log.warning("login for %r from %s: right password, missing or wrong code", row.username, address)
+    else:
+        log.warning("failed login for %r from %s", row.username, address)
+    _count_failure(session, row, lock_after, now)
+    return Outcome(None, Refusal.WRONG), True
 
 
 def _second_factor(session: Session, user: User, code: str | None, now: datetime) -> tuple[bool, int | None]:
@@ -236,14 +270,14 @@ def _unknown(
     db: Database, guard: LoginGuard, username: str, password: str, address: str, now: datetime
 ) -> Outcome:
     """A user name that does not exist: the same work, answers and audit entries as a wrong password."""
-    until = guard.phantoms.locked_until(username, now)
-    guard.addresses.failed(address)
+    until = guard.phantoms.locked_until(db, username, now)
+    guard.addresses.failed(db, address)
     if until is not None:
         log.warning("login for %r from %s refused: account locked", username, address)
         return Outcome(None, Refusal.LOCKED, _seconds(until, now))
     check_password(None, password)  # the dummy hash: as slow as a real user's
     log.warning("failed login for %r from %s", username, address)
-    failures, until = guard.phantoms.failed(username, now, guard.lock_after)
+    failures, until = guard.phantoms.failed(db, username, now, guard.lock_after)
     target = f"user:{username}"
     with db.write() as session:
         if until is not None:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -321,3 +322,19 @@ class ForwardCursor(Base):
     sent: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class LoginLimit(Base):
+    """Failed logins that belong to no account row, shared by every server process.
+
+    ``key`` is ``address:<client address>`` (``level``: the tokens left in its bucket)
+    or ``name:<user name that does not exist>`` (``level``: its failures in a row, and
+    ``locked_until``), so ``--workers`` cannot multiply the limits or tell names apart.
+    """
+
+    __tablename__ = "login_limits"
+
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    level: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    locked_until: Mapped[datetime | None]
