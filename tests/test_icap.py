@@ -428,8 +428,8 @@ def test_wanted_by_declared_type_or_content(images: ImageFactory) -> None:
     assert wanted("application/octet-stream", png) and wanted(None, _zip("a", b"b"))
     assert not wanted("text/html", b"<html>") and not wanted(None, b"plain text")
     gzipped_page = gzip.compress(b"<html>" * 100)
-    assert wanted(None, gzipped_page) and not wanted("text/html", gzipped_page, "gzip")
-    assert wanted("image/png", png, "gzip") and wanted(None, png, "identity")
+    assert wanted(None, gzipped_page) and not wanted("text/html", gzipped_page, codings.parse("gzip"))
+    assert wanted("image/png", png, codings.parse("gzip")) and wanted(None, png, codings.parse("identity"))
 
 
 def test_codings_undo_what_servers_apply() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import os
 import stat
 from collections.abc import Callable
@@ -60,6 +61,8 @@ class Item:
 
     def open(self) -> BinaryIO:
         """Open for reading without ever blocking on a FIFO swapped in after listing."""
+        if self.data is not None:
+            return io.BytesIO(self.data)
         if self.opener is not None:
             return self.opener()
         flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)

@@ -8,10 +8,8 @@ and on the wire.
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
-from functools import partial
 
 from vakta import testsignature
 from vakta.containers import Limits, reader_for
@@ -71,18 +69,18 @@ def web_limits(seconds: float) -> Limits:
     )
 
 
-def wanted(declared: str | None, start: bytes | bytearray, encoding: str | None = None) -> bool:
+def wanted(declared: str | None, start: bytes | bytearray, coding: tuple[str, ...] = ()) -> bool:
     """Whether a body is an image, video or archive, by its declared type or its first bytes.
 
-    ``start`` is the body's beginning as received (the preview). A body with a
-    ``Content-Encoding`` is sniffed as decoded, as the browser will see it (undoing
-    the first few KB of a gzip page costs microseconds); one whose coding is not
-    supported, or whose start does not decode, goes by its declared type only.
+    ``start`` is the body's beginning as received (the preview), ``coding`` its
+    ``Content-Encoding`` (:func:`codings.parse`). A coded body is sniffed as decoded, as
+    the browser will see it (undoing the first few KB of a gzip page costs microseconds);
+    one whose coding is not supported, or whose start does not decode, goes by its
+    declared type only.
     """
     kind = (declared or "").split(";")[0].strip().lower()
     if kind.startswith(_DECLARED) or kind in _DECLARED_ARCHIVES:
         return True
-    coding = codings.parse(encoding)
     head = codings.head(bytes(start), coding, SNIFF_BYTES) if coding else bytes(start[:SNIFF_BYTES])
     if head is None:
         return False
@@ -144,18 +142,19 @@ class Examiner:
 
     def _hashed(self, body: bytes, url: str, coding: tuple[str, ...]) -> list[Signals]:
         """The body's signals (decoded first when it has a content coding), then its members'."""
-        if not coding:
-            return hash_tree(_item(body, url), self.options, self.known_good, self.limits)
-        if not codings.supported(coding):
-            tree = hash_tree(_item(body, url), self.options, self.known_good, self.limits)
+        unsupported = bool(coding) and not codings.supported(coding)
+        if coding and not unsupported:
+            try:
+                body = codings.decode(body, coding, self.decoded_limit)
+            except codings.CodingError as exc:
+                path, path_b64 = display_path(_raw(url))
+                return [
+                    Signals(path=path, path_b64=path_b64, size=len(body), errors=[f"content coding: {exc}"])
+                ]
+        tree = hash_tree(_item(body, url), self.options, self.known_good, self.limits)
+        if unsupported:
             tree[0].errors.append(f"content coding {', '.join(coding)} not supported: checked as sent")
-            return tree
-        try:
-            decoded = codings.decode(body, coding, self.decoded_limit)
-        except codings.CodingError as exc:
-            path, path_b64 = _item(body, url).display
-            return [Signals(path=path, path_b64=path_b64, size=len(body), errors=[f"content coding: {exc}"])]
-        return hash_tree(_item(decoded, url), self.options, self.known_good, self.limits)
+        return tree
 
     def warm_up(self) -> bool:
         """Read the lists' arrays in and check the built-in test picture once, before the first request.
@@ -178,11 +177,13 @@ class Examiner:
 
 def _item(body: bytes, url: str) -> Item:
     """A web body as a pipeline item, named by its URL."""
-    return Item(
-        url.encode("utf-8", "surrogateescape"), size=len(body), opener=partial(io.BytesIO, body), data=body
-    )
+    return Item(_raw(url), size=len(body), data=body)
+
+
+def _raw(url: str) -> bytes:
+    return url.encode("utf-8", "surrogateescape")
 
 
 def _name(url: str) -> str:
     """What a body's findings are named: its item's display path."""
-    return display_path(url.encode("utf-8", "surrogateescape"))[0]
+    return display_path(_raw(url))[0]

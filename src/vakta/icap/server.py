@@ -214,7 +214,7 @@ class IcapServer:
         elif await self._gather(t, t.request.preview):
             raise ProtocolError("preview longer than announced")
         t.coding = codings.parse(res.get("content-encoding"))
-        if not wanted(res.get("content-type"), t.kept, res.get("content-encoding")):
+        if not wanted(res.get("content-type"), t.kept, t.coding):
             self.counts["passed"] += 1
             return await self._pass_rest(t, None)
         if _rest_with_proxy(t):
@@ -241,14 +241,16 @@ class IcapServer:
         With ``held``, what is kept counts against the bytes all connections may hold, and
         True also means that would have passed that budget (``t.over_budget``).
         """
+        if held and not self._hold(t):  # what the preview brought
+            return True
         async with t.chunks.watched():
             while len(t.kept) <= limit:
-                if held and not self._hold(t):
-                    return True
                 chunk = await t.chunks.next()
                 if chunk is None:
-                    return held and not self._hold(t)
+                    return False
                 t.kept += chunk
+                if held and not self._hold(t):
+                    return True
         return True
 
     def _hold(self, t: Transaction) -> bool:

@@ -32,19 +32,18 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 from urllib.parse import parse_qsl, urlsplit
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from sqlalchemy import Insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from vakta import notify
 from vakta.notify import IncidentEvent, Notifier, NotifierUrl, NotifyError, notifier_for, storage
 from vakta.server.audit import canonical_json
-from vakta.server.db import Database
+from vakta.server.db import Database, insert_missing
 from vakta.server.models import Alert, AuditEntry, AuditHead, ForwardCursor, Incident, utcnow
 
 log = logging.getLogger(__name__)
@@ -251,17 +250,11 @@ def read_batch(session: Session, after: int, limit: int, public_url: str | None)
 # --------------------------------------------------------------------------- cursors
 
 
-def _insert_nothing(session: Session, values: dict[str, Any]) -> Insert:
-    dialect = session.get_bind().dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
-    stmt: Insert = module.insert(ForwardCursor).values(values).on_conflict_do_nothing(index_elements=["name"])
-    return stmt
-
-
 def ensure_cursor(db: Database, name: str) -> None:
     """A new destination starts at the beginning of the log: it gets the console's whole history."""
     with db.write() as session:
-        session.execute(_insert_nothing(session, {"name": name, "seq": 0, "sent": 0, "updated_at": utcnow()}))
+        values = {"name": name, "seq": 0, "sent": 0, "updated_at": utcnow()}
+        session.execute(insert_missing(session, ForwardCursor, values, ["name"]))
 
 
 def _record(cursor: ForwardCursor, batch: Batch, error: str | None) -> None:

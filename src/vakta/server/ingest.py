@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from vakta.server import audit
+from vakta.server.db import insert_missing
 from vakta.server.models import Agent, Alert, Incident
 from vakta.testsignature import LIST_NAME as TEST_LIST
 
@@ -116,7 +116,7 @@ def _open_incident(
         "updated_at": now,
         "last_alert_at": now,
     }
-    stmt = _upsert_nothing(session, Incident, values, ["open_key"]).returning(Incident.id)
+    stmt = insert_missing(session, Incident, values, ["open_key"]).returning(Incident.id)
     for _ in range(_OPEN_TRIES):
         created = session.execute(stmt).scalar_one_or_none() is not None
         # Locked, and still open once locked: an incident closed meanwhile gets no new alerts.
@@ -128,18 +128,9 @@ def _open_incident(
 
 
 def _insert(session: Session, rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
-    stmt = _upsert_nothing(session, Alert, rows, ["agent_id", "idempotency_key"])
+    stmt = insert_missing(session, Alert, rows, ["agent_id", "idempotency_key"])
     result = session.execute(stmt.returning(Alert.id, Alert.idempotency_key))
     return [(alert_id, key) for alert_id, key in result]
-
-
-def _upsert_nothing(session: Session, model: Any, values: Any, keys: list[str]) -> Insert:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(model).values(values).on_conflict_do_nothing(index_elements=keys)
-    if dialect == "sqlite":
-        return sqlite.insert(model).values(values).on_conflict_do_nothing(index_elements=keys)
-    raise RuntimeError(f"no idempotent insert for {dialect}")
 
 
 def _row(agent: Agent, alert: dict[str, Any], incident_id: int, test: bool, now: datetime) -> dict[str, Any]:

@@ -34,12 +34,11 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from vakta.server import audit, totp
 from vakta.server.auth import check_password
-from vakta.server.db import Database
+from vakta.server.db import Database, insert_missing
 from vakta.server.models import LoginLimit, User, utcnow
 
 log = logging.getLogger(__name__)
@@ -144,9 +143,8 @@ def _key(kind: str, value: str) -> str:
 
 def _locked_row(session: Session, key: str, level: float, now: datetime) -> LoginLimit:
     """The row of ``key``, made if missing, locked for this transaction (two processes never both add it)."""
-    module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     values = {"key": key, "level": level, "updated_at": now, "locked_until": None}
-    session.execute(module.insert(LoginLimit).values(values).on_conflict_do_nothing(index_elements=["key"]))
+    session.execute(insert_missing(session, LoginLimit, values, ["key"]))
     row = session.get(LoginLimit, key, with_for_update=True, populate_existing=True)
     assert row is not None
     return row
