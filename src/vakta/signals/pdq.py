@@ -113,15 +113,15 @@ def _sample_weights(full: int, width: int) -> tuple[NDArray[np.int64], NDArray[n
     # Second pass: each of those pixels k spreads its weight over lo(k)..hi(k).
     start = box.lo(box.lo(samples))
     span = 2 * width + 4
-    diff = np.zeros((_GRID, span + 1))
-    which = np.broadcast_to(np.arange(_GRID)[:, None], first.shape)
+    # Each sample's difference array, all summed by one bincount over flat indices.
     spread = first_weight * box.inverse_count(first)
-    np.add.at(diff, (which, box.lo(first) - start[:, None]), spread)
-    np.add.at(diff, (which, box.hi(first) + 1 - start[:, None]), -spread)
-    return start, np.cumsum(diff[:, :span], axis=1)
+    row = np.arange(_GRID)[:, None] * (span + 1) - start[:, None]
+    at = np.concatenate([(row + box.lo(first)).ravel(), (row + box.hi(first) + 1).ravel()])
+    diff = np.bincount(at, np.concatenate([spread.ravel(), -spread.ravel()]), _GRID * (span + 1))
+    return start, np.cumsum(diff.reshape(_GRID, span + 1)[:, :span], axis=1)
 
 
-@lru_cache(maxsize=128)  # at most 64 x 2048 float32 (512 KiB) each
+@lru_cache(maxsize=16)  # at most 64 x 2048 float32 (512 KiB) each; the bands built from it are cached
 def sampling_matrix(length: int, scale: int = 1, full_length: int | None = None) -> FloatArray:
     """Weights (64 x ``length``) mapping an axis of luma to the reference's 64 samples.
 
@@ -138,9 +138,8 @@ def sampling_matrix(length: int, scale: int = 1, full_length: int | None = None)
     pixels = start[:, None] + np.arange(weights.shape[1])[None, :]
     target = pixels // scale
     keep = (pixels < full) & (target < length)
-    which = np.broadcast_to(np.arange(_GRID)[:, None], pixels.shape)
-    out = np.zeros((_GRID, length))
-    np.add.at(out, (which[keep], target[keep]), weights[keep])
+    at = (np.arange(_GRID)[:, None] * length + target)[keep]
+    out = np.bincount(at, weights[keep], _GRID * length).reshape(_GRID, length)
     return out.astype(np.float32)
 
 
@@ -160,20 +159,71 @@ def grid64(
     ``scale`` and ``full_shape`` (stored height, width) describe a reduced decode
     or a pre-reduced axis (see :func:`sampling_matrix`).
     """
-    rows, cols = _axis_weights(luma, scale, full_shape)
-    result: FloatArray = rows @ (luma @ cols.T)
-    return result
+    rows, cols = _axis_bands(luma, scale, full_shape)
+    return rows.times(cols.times_transposed(luma))
 
 
-def _axis_weights(
-    luma: FloatArray, scale: Scale, full_shape: tuple[int, int] | None
-) -> tuple[FloatArray, FloatArray]:
+def _axis_bands(luma: FloatArray, scale: Scale, full_shape: tuple[int, int] | None) -> tuple[_Band, _Band]:
     """The row and column sampling weights of a luma plane (see :func:`grid64`)."""
     full_rows, full_cols = full_shape if full_shape else (None, None)
     return (
-        sampling_matrix(luma.shape[0], scale[0], full_rows),
-        sampling_matrix(luma.shape[1], scale[1], full_cols),
+        _band(luma.shape[0], scale[0], full_rows, False),
+        _band(luma.shape[1], scale[1], full_cols, False),
     )
+
+
+#: Pixels per block of a band (fewer blocks: less Python; more: fewer zeros multiplied).
+_BLOCK_PIXELS = 64
+_MAX_BLOCKS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class _Band:
+    """A 64 x length sampling matrix cut into column blocks, each with the samples that reach into it.
+
+    Each sample's weights span about 1/64 of the axis, so the dense matrix is
+    mostly zeros: multiplying block by block with only the samples that touch
+    each block does a sixth of the arithmetic (measured 2.5-3x faster on
+    pictures of 0.1-3 MP) and sums only non-zero terms.
+    """
+
+    #: (first pixel, end pixel, first sample, end sample, weights samples x pixels) per block.
+    blocks: tuple[tuple[int, int, int, int, FloatArray], ...]
+
+    def times_transposed(self, x: FloatArray) -> FloatArray:
+        """``x @ matrix.T``: the samples of every row of ``x`` (x is n x length)."""
+        out = np.zeros((x.shape[0], _GRID), np.float32)
+        for c0, c1, j0, j1, weights in self.blocks:
+            out[:, j0:j1] += x[:, c0:c1] @ weights.T
+        return out
+
+    def times(self, y: FloatArray) -> FloatArray:
+        """``matrix @ y``: the samples of every column of ``y`` (y is length x n)."""
+        out = np.zeros((_GRID, y.shape[1]), np.float32)
+        for c0, c1, j0, j1, weights in self.blocks:
+            out[j0:j1] += weights @ y[c0:c1]
+        return out
+
+
+@lru_cache(maxsize=512)  # every picture size seen recently, each axis both ways: a few MB
+def _band(length: int, scale: int, full_length: int | None, reverse: bool) -> _Band:
+    """The :func:`sampling_matrix` of an axis (reversed: of the axis flipped) as a :class:`_Band`."""
+    matrix = sampling_matrix(length, scale, full_length)
+    if reverse:
+        matrix = matrix[:, ::-1]
+    count = max(1, min(_MAX_BLOCKS, length // _BLOCK_PIXELS))
+    edges = np.linspace(0, length, count + 1).astype(np.int64)
+    nonzero = matrix != 0
+    first = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), length)
+    last = length - 1 - nonzero[:, ::-1].argmax(axis=1)
+    # reaches[b, j]: sample j has weight in block b (its span overlaps the block).
+    reaches = (first[None, :] < edges[1:, None]) & (last[None, :] >= edges[:-1, None])
+    blocks = []
+    for b in np.flatnonzero(reaches.any(axis=1)).tolist():
+        j0, j1 = int(reaches[b].argmax()), _GRID - int(reaches[b, ::-1].argmax())
+        c0, c1 = int(edges[b]), int(edges[b + 1])
+        blocks.append((c0, c1, j0, j1, np.ascontiguousarray(matrix[j0:j1, c0:c1])))
+    return _Band(tuple(blocks))
 
 
 def quality(grid: FloatArray) -> int:
@@ -211,15 +261,16 @@ def dihedral_grids(
     Flipping an axis reverses that axis's sampling weights, and transposing the
     image transposes the grid, so all eight are exact (the reference's own
     dihedral mode flips DCT signs instead, which is off by the filter's
-    asymmetry and misses some mirrored copies) and cost one extra matrix product.
+    asymmetry and misses some mirrored copies) and cost one extra pass over the pixels.
     """
-    rows, cols = _axis_weights(luma, scale, full_shape)
-    both = luma @ np.concatenate([cols, cols[:, ::-1]]).T
-    across, across_rev = both[:, :_GRID], both[:, _GRID:]
-    g = rows @ across
-    mirrored = rows @ across_rev
-    flipped = rows[:, ::-1] @ across
-    turned = rows[:, ::-1] @ across_rev
+    rows, cols = _axis_bands(luma, scale, full_shape)
+    full_rows, full_cols = full_shape if full_shape else (None, None)
+    cols_rev = _band(luma.shape[1], scale[1], full_cols, True)
+    rows_rev = _band(luma.shape[0], scale[0], full_rows, True)
+    across = np.concatenate([cols.times_transposed(luma), cols_rev.times_transposed(luma)], axis=1)
+    top, bottom = rows.times(across), rows_rev.times(across)
+    g, mirrored = top[:, :_GRID], top[:, _GRID:]
+    flipped, turned = bottom[:, :_GRID], bottom[:, _GRID:]
     return [g, mirrored.T, turned, flipped.T, mirrored, flipped, g.T, turned.T]
 
 

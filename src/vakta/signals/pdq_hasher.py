@@ -73,9 +73,13 @@ def _tone_queries(decoded: DecodedLuma) -> list[PdqQuery]:
     queries: list[PdqQuery] = []
     full_shape = (decoded.height, decoded.width)
     for gamma in TONE_GAMMAS:
-        # In place, in float32: a third of the time of the same curve through temporaries.
+        # In place, in float32, as 2 ** (gamma * log2(x)): numpy vectorises log2 and
+        # exp2 but not power (0.5 against 0.9 ms for 0.5 MP); log2(0) = -inf gives 0.
         toned = decoded.luma * np.float32(1 / 255)
-        np.power(toned, np.float32(gamma), out=toned)
+        with np.errstate(divide="ignore"):
+            np.log2(toned, out=toned)
+        toned *= np.float32(gamma)
+        np.exp2(toned, out=toned)
         toned *= np.float32(255)
         queries += _variant(toned, decoded.scale, full_shape, f"gamma{gamma:g}")
     return queries
