@@ -10,6 +10,8 @@ from PIL import Image
 
 from vakta.signals import kinds, pdq
 from vakta.signals.imaging import MAX_AXIS, decode_luma
+from vakta.signals.model import HashOptions, Signals
+from vakta.signals.pdq_hasher import HASHER
 
 SIZES = [(64, 64), (100, 37), (257, 513), (480, 640), (1004, 1600), (1, 300), (3, 3)]
 
@@ -87,3 +89,30 @@ def test_long_png_axis_is_block_averaged_and_stays_close() -> None:
     assert decoded.luma.shape[1] <= MAX_AXIS
     assert decoded.scale == (1, 3)
     assert pdq.hamming(exact, pdq.hash_luma(decoded.luma, decoded.scale, (300, 5000)).hex) <= 8
+
+
+@pytest.mark.parametrize("gamma", [0.6, 1.6])
+def test_tone_queries_undo_a_brightened_or_darkened_copy(gamma: float) -> None:
+    """A copy through a tone curve is found by the tone-curve query, black areas included."""
+    rgb = _image(360, 480, 5).astype(np.float32)
+    rgb[:, :160] *= 0.15  # a dark part, with black rows above it
+    rgb[:40] = 0
+    original = np.clip(rgb, 0, 255).astype(np.uint8)
+    toned = np.clip(255 * (original / 255.0) ** gamma, 0, 255).astype(np.uint8)
+
+    def hashed(pixels: np.ndarray) -> Signals:
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "PNG")
+        signals = Signals(path="x.png")
+        HASHER.compute(buf.getvalue(), signals, HashOptions())
+        return signals
+
+    stored, query = hashed(original), hashed(toned)
+    assert stored.pdq and query.pdq
+    plain = pdq.hamming(stored.pdq, query.pdq)
+    tone = min(
+        pdq.hamming(stored.pdq, q.hex)
+        for q in query.pdq_queries
+        if q.variant.startswith("gamma") and q.transform == "original"
+    )
+    assert tone <= 2 < plain, (plain, tone)

@@ -24,6 +24,8 @@ from vakta.signals.model import HashOptions, PdqQuery, Signals
 UPSCALE_LIMITS = {2: 2048, 4: 1024}
 #: Tone curves tried on the query, undoing a brightened (or darkened) copy.
 TONE_GAMMAS = (1.6, 0.625)
+#: The darkest luma (as a fraction of white) the tone curves see; see :func:`_tone_queries`.
+_DARKEST = np.float32(1e-20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +76,12 @@ def _tone_queries(decoded: DecodedLuma) -> list[PdqQuery]:
     full_shape = (decoded.height, decoded.width)
     for gamma in TONE_GAMMAS:
         # In place, in float32, as 2 ** (gamma * log2(x)): numpy vectorises log2 and
-        # exp2 but not power (0.5 against 0.9 ms for 0.5 MP); log2(0) = -inf gives 0.
+        # exp2 but not power. Black is taken as 1e-20, whose curve is still 0 to PDQ:
+        # log2(0) and results below float32's normal range would take a slow path
+        # (0.6 against 2.6 ms for a 0.25 MP picture that is half black).
         toned = decoded.luma * np.float32(1 / 255)
-        with np.errstate(divide="ignore"):
-            np.log2(toned, out=toned)
+        np.maximum(toned, _DARKEST, out=toned)
+        np.log2(toned, out=toned)
         toned *= np.float32(gamma)
         np.exp2(toned, out=toned)
         toned *= np.float32(255)
