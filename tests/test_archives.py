@@ -35,7 +35,7 @@ import vakta.containers.compressed
 from vakta import testsignature
 from vakta.containers import Limits, Member, reader_for
 from vakta.containers.compressed import READER as COMPRESSED
-from vakta.containers.compressed import gzip_name
+from vakta.containers.compressed import check_zstd_frames, gzip_name
 from vakta.containers.tar import READER as TAR
 from vakta.containers.zip import READER as ZIP
 from vakta.findings import Finding
@@ -741,6 +741,8 @@ def test_damaged_compressed_files_are_errors_on_the_member(tmp_path: Path) -> No
         "bad.zst": _flip(zstandard.ZstdCompressor(write_checksum=True).compress(text), 1000),
         "bad.bz2": _flip(bz2.compress(text), 2000),
         "trailing.gz": _gzip(text) + b"junk after the end",
+        "cut.zst": zstandard.ZstdCompressor().compress(text)[:-100],
+        "cut-stream.zst": _zstd_streamed(text)[:-100],  # no content size in its header
     }
     for name, data in cases.items():
         write(tmp_path / name, data)
@@ -757,7 +759,31 @@ def test_damaged_compressed_files_are_errors_on_the_member(tmp_path: Path) -> No
     assert errors["bad.zst > (decompressed)"][0].startswith("cannot read member: damaged zstd data:")
     assert errors["bad.bz2 > (decompressed)"] == ["cannot read member: Invalid data stream"]
     assert errors["trailing.gz > (decompressed)"] == []  # bytes after the end are ignored, as gzip -d does
+    for cut in ("cut.zst", "cut-stream.zst"):  # zstandard's own reader would end quietly, short
+        assert errors[f"{cut} > (decompressed)"] == [
+            "cannot read member: damaged zstd data: the data ends inside a zstd frame (truncated)"
+        ]
     assert findings[f"{tmp_path / 'trailing.gz'} > (decompressed)"].signals.md5 == md5(text)
+
+
+def _zstd_streamed(data: bytes) -> bytes:
+    compressor = zstandard.ZstdCompressor(write_checksum=True).compressobj()
+    return compressor.compress(data) + compressor.flush()
+
+
+def test_zstd_frames_and_skippable_frames_read_whole() -> None:
+    """Several frames (as ``cat a.zst b.zst`` makes), a skippable one between, RLE blocks: all read, no error."""
+    first, second = os.urandom(300_000), bytes(200_000)
+    skippable = b"\x50\x2a\x4d\x18" + (5).to_bytes(4, "little") + b"hello"
+    data = zstandard.ZstdCompressor().compress(first) + skippable + _zstd_streamed(second)
+    check_zstd_frames(io.BytesIO(data))
+    (member,) = COMPRESSED.members(io.BytesIO(data))
+    assert content(member) == first + second
+    for cut in (len(data) - 1, len(data) - 6, len(first) // 2, 3):
+        with pytest.raises(EOFError, match="ends inside a zstd frame"):
+            check_zstd_frames(io.BytesIO(data[:cut]))
+    with pytest.raises(ValueError, match="not zstd data at byte"):
+        check_zstd_frames(io.BytesIO(data + b"junk"))
 
 
 def test_a_compression_bomb_stops_at_the_ratio_limit(tmp_path: Path, deadline: Callable[[int], Any]) -> None:

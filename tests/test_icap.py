@@ -9,6 +9,7 @@ import hashlib
 import http.client
 import io
 import json
+import os
 import random
 import shutil
 import socket
@@ -475,6 +476,8 @@ def test_coding_errors_are_values_and_bombs_stop_at_the_limit() -> None:
         codings.decode(whole, ("compress",), 1 << 20)
     with pytest.raises(codings.CodingError, match="br"):
         codings.decode(brotli.compress(b"x" * 1000)[:-3], ("br",), 1 << 20)
+    with pytest.raises(codings.CodingError, match="zstd: the data ends inside a zstd frame"):
+        codings.decode(zstandard.ZstdCompressor().compress(os.urandom(5000))[:-10], ("zstd",), 1 << 20)
 
 
 def test_a_coded_body_is_checked_as_the_browser_shows_it(

@@ -157,9 +157,61 @@ def _xz(stream: BinaryIO) -> Decoder:
 
 def _zstd(stream: BinaryIO) -> Decoder:
     """A zstd reader; frames whose window exceeds zstd's default decoder limit (128 MiB) are refused."""
+    check_zstd_frames(stream)
     return zstandard.ZstdDecompressor().stream_reader(
         _at_start(stream), read_across_frames=True, closefd=False
     )
+
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: The longest zstd frame header (RFC 8878 section 3.1.1.1).
+_ZSTD_HEADER = 18
+
+
+def check_zstd_frames(stream: BinaryIO) -> None:
+    """Raise EOFError if the zstd data in ``stream`` ends inside a frame, ValueError if it is not zstd.
+
+    zstandard's reader ends quietly where the data does, with what it decoded
+    so far (or nothing), so a truncated .zst would pass as a shorter file.
+    Walking the frames' block headers (RFC 8878) finds the cut without
+    decoding: a few bytes read per block of up to 128 KiB.
+    """
+    end = stream.seek(0, io.SEEK_END)
+    pos = 0
+    while pos < end:
+        stream.seek(pos)
+        head = stream.read(_ZSTD_HEADER)
+        if head[:4] == _ZSTD_MAGIC:
+            pos = _zstd_frame_end(stream, pos, head, end)
+        elif len(head) >= 8 and head[1:4] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50:
+            pos += 8 + int.from_bytes(head[4:8], "little")  # a skippable frame
+        elif _ZSTD_MAGIC.startswith(head):
+            raise EOFError("the data ends inside a zstd frame (truncated)")
+        else:
+            raise ValueError(f"not zstd data at byte {pos:,}")
+    if pos > end:
+        raise EOFError("the data ends inside a zstd frame (truncated)")
+
+
+def _zstd_frame_end(stream: BinaryIO, start: int, head: bytes, end: int) -> int:
+    """Where the zstd frame at ``start`` ends, past ``end`` if the data stops inside it."""
+    try:
+        pos = start + zstandard.frame_header_size(head)
+    except zstandard.ZstdError:
+        raise EOFError("the data ends inside a zstd frame header (truncated)") from None
+    while pos <= end:
+        stream.seek(pos)
+        block = stream.read(3)
+        if len(block) < 3:
+            return end + 1
+        header = int.from_bytes(block, "little")
+        kind = (header >> 1) & 3
+        if kind == 3:
+            raise ValueError(f"damaged zstd data: reserved block type at byte {pos:,}")
+        pos += 3 + (1 if kind == 1 else header >> 3)  # an RLE block stores one byte
+        if header & 1:  # the frame's last block, then its checksum if it has one
+            return pos + (4 if head[4] & 0x04 else 0)
+    return pos
 
 
 def gzip_name(head: bytes) -> str | None:

@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import zstandard
 
+from vakta.containers.compressed import check_zstd_frames
+
 
 class CodingError(ValueError):
     """A body that does not decode as its ``Content-Encoding`` says, or decodes past the limit."""
@@ -106,7 +108,11 @@ def _br(data: bytes, most: int, partial: bool) -> bytes:
 
 
 def _zstd(data: bytes, most: int, partial: bool) -> bytes:
-    # A truncated frame decodes as far as it goes (zstandard's reader does not say so).
+    if not partial:  # zstandard's reader would stop quietly where a cut body does
+        try:
+            check_zstd_frames(io.BytesIO(data))
+        except (EOFError, ValueError) as exc:
+            raise CodingError(f"zstd: {exc}") from None
     reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
     return bytes(reader.read(most))
 
