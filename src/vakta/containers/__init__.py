@@ -171,6 +171,40 @@ class MemberStream(io.RawIOBase):
         return len(data)
 
 
+class Slice(MemberStream):
+    """Bytes ``start`` to ``end`` of a stream shared with others (an mbox's message, a cached thumbnail): every read seeks first."""
+
+    def __init__(self, stream: BinaryIO, start: int, end: int) -> None:
+        self._stream = stream
+        self._start = start
+        self._end = end
+        self._pos = 0
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        origin = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._end - self._start}[whence]
+        self._pos = max(0, origin + offset)
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = self._end - self._start - self._pos
+        size = left if size is None or size < 0 else min(size, left)
+        if size <= 0:
+            return b""
+        data = read_at(self._stream, self._start + self._pos, size)
+        self._pos += len(data)
+        return data
+
+
+def read_at(stream: BinaryIO, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` of ``stream``, fewer only at its end."""
+    stream.seek(offset)
+    parts = []
+    while size > 0 and (chunk := stream.read(size)):
+        parts.append(chunk)
+        size -= len(chunk)
+    return b"".join(parts)
+
+
 class LimitedStream(MemberStream):
     """A member's stream that stops at the size, bomb, byte-budget and time limits."""
 

@@ -34,7 +34,7 @@ from email.policy import EmailPolicy
 from functools import partial
 from typing import Any, BinaryIO, cast
 
-from vakta.containers import Member, MemberStream
+from vakta.containers import Member, Slice, read_at
 from vakta.signals.sniff import MBOX_FROM_LINE, MBOX_TYPE, MESSAGE_TYPE
 
 log = logging.getLogger(__name__)
@@ -251,11 +251,11 @@ def _from_lines(stream: BinaryIO) -> Iterator[tuple[int, int]]:
     steps of this generator: every read here seeks first.
     """
     # buf[i] is the byte at offset base + i; a line end is put before the first line.
-    base, buf, at = -1, b"\n" + _read_at(stream, 0, CHUNK), 0
+    base, buf, at = -1, b"\n" + read_at(stream, 0, CHUNK), 0
     while True:
         newline = buf.find(b"\nFrom ", at)
         if newline < 0:
-            more = _read_at(stream, base + len(buf), CHUNK)
+            more = read_at(stream, base + len(buf), CHUNK)
             if not more:
                 return
             keep = max(len(buf) - 5, 0)  # a separator may straddle two chunks
@@ -264,7 +264,7 @@ def _from_lines(stream: BinaryIO) -> Iterator[tuple[int, int]]:
         start = newline + 1
         end = buf.find(b"\n", start)
         while end < 0 and len(buf) - start <= MAX_FROM_LINE:
-            more = _read_at(stream, base + len(buf), CHUNK)
+            more = read_at(stream, base + len(buf), CHUNK)
             if not more:
                 end = len(buf)  # the last line, without a line end
                 break
@@ -277,7 +277,7 @@ def _from_lines(stream: BinaryIO) -> Iterator[tuple[int, int]]:
 
 def _without_blank_line(stream: BinaryIO, start: int, end: int) -> int:
     """The end of a message: the blank line that separates it from the next one is not part of it."""
-    tail = _read_at(stream, max(start, end - 4), min(4, end - start))
+    tail = read_at(stream, max(start, end - 4), min(4, end - start))
     if tail.endswith(b"\r\n\r\n"):
         return end - 2
     if tail.endswith(b"\n\n"):
@@ -286,7 +286,7 @@ def _without_blank_line(stream: BinaryIO, start: int, end: int) -> int:
 
 
 def _message(stream: BinaryIO, number: int, start: int, end: int) -> Member:
-    label = _label(_read_at(stream, start, min(end - start, LABEL_HEADER_BYTES)))
+    label = _label(read_at(stream, start, min(end - start, LABEL_HEADER_BYTES)))
     name = f"message {number} ({label})" if label else f"message {number}"
     opener = cast("Callable[[], BinaryIO]", partial(Slice, stream, start, end))
     return Member(name, open=opener, size=end - start)
@@ -302,39 +302,6 @@ def _label(head: bytes) -> str:
         log.debug("message label: %s", exc, exc_info=True)
         return ""
     return label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 3] + "..."
-
-
-def _read_at(stream: BinaryIO, offset: int, size: int) -> bytes:
-    stream.seek(offset)
-    parts = []
-    while size > 0 and (chunk := stream.read(size)):
-        parts.append(chunk)
-        size -= len(chunk)
-    return b"".join(parts)
-
-
-class Slice(MemberStream):
-    """Bytes ``start`` to ``end`` of a stream shared with others: every read seeks first."""
-
-    def __init__(self, stream: BinaryIO, start: int, end: int) -> None:
-        self._stream = stream
-        self._start = start
-        self._end = end
-        self._pos = 0
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        origin = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._end - self._start}[whence]
-        self._pos = max(0, origin + offset)
-        return self._pos
-
-    def read(self, size: int | None = -1) -> bytes:
-        left = self._end - self._start - self._pos
-        size = left if size is None or size < 0 else min(size, left)
-        if size <= 0:
-            return b""
-        data = _read_at(self._stream, self._start + self._pos, size)
-        self._pos += len(data)
-        return data
 
 
 def _printable(text: str) -> str:

@@ -61,6 +61,8 @@ def content_type(head: bytes) -> str:
     disk = disk_image_type(head)
     if disk:
         return disk
+    if is_thumbcache(head):
+        return THUMBCACHE_TYPE
     mail = mail_type(head)
     if mail:
         return mail
@@ -95,6 +97,17 @@ def _iso_bmff_type(head: bytes) -> str | None:
 
 #: Disk images (:mod:`vakta.containers.disk`): an EnCase/EWF segment, a partitioned
 #: disk (MBR or GPT), a bare filesystem (FAT, exFAT, NTFS, ext2/3/4, HFS+).
+#: Windows Explorer's thumbnail cache (``thumbcache_256.db``...; ``iconcache_*.db`` too).
+THUMBCACHE_TYPE = "application/x-windows-thumbcache"
+#: Its format versions: Windows Vista (20) and 7 (21), then 8 to 11 (26-32); a little room above.
+_THUMBCACHE_VERSIONS = range(20, 48)
+
+
+def is_thumbcache(head: bytes) -> bool:
+    """A thumbnail cache file: ``CMMM``, then a format version Windows has used (or a near one)."""
+    return head[:4] == b"CMMM" and int.from_bytes(head[4:8], "little") in _THUMBCACHE_VERSIONS
+
+
 EWF_TYPE = "application/x-ewf"
 DISK_TYPE = "application/x-raw-disk-image"
 FILESYSTEM_TYPE = "application/x-filesystem-image"

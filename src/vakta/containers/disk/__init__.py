@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 import pytsk3  # type: ignore[import-not-found]
 
-from vakta.containers import Member
+from vakta.containers import Member, read_at
 from vakta.containers.disk.filesystem import filesystem_members, filesystem_name
 from vakta.containers.disk.image import (
     LIBRARY_ERRORS,
@@ -30,7 +30,6 @@ from vakta.containers.disk.image import (
     ewf_image,
     library_message,
     raw_image,
-    read_at,
     segment_number,
 )
 from vakta.signals.sniff import (

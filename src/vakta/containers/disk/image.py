@@ -18,6 +18,8 @@ from typing import Any, BinaryIO
 import pyewf  # type: ignore[import-not-found]
 import pytsk3  # type: ignore[import-not-found]
 
+from vakta.containers import read_at
+
 #: What libtsk and libewf raise: OSError for their own errors, RuntimeError when a read
 #: through Python (our ``StreamImage.read``) failed underneath them.
 LIBRARY_ERRORS = (OSError, RuntimeError)
@@ -68,19 +70,6 @@ def raw_image(stream: BinaryIO) -> StreamImage:
     """The bytes of ``stream`` (seekable) as an image."""
     size = stream.seek(0, io.SEEK_END)
     return StreamImage(lambda offset, n: read_at(stream, offset, n), size)
-
-
-def read_at(stream: BinaryIO, offset: int, size: int) -> bytes:
-    """``size`` bytes at ``offset``, fewer only at the end of the stream."""
-    stream.seek(offset)
-    parts: list[bytes] = []
-    while size > 0:
-        chunk = stream.read(size)
-        if not chunk:
-            break
-        parts.append(chunk)
-        size -= len(chunk)
-    return b"".join(parts)
 
 
 def segment_number(head: bytes) -> int:
