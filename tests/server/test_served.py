@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +234,28 @@ def test_worker_processes_share_the_port_and_a_dead_one_is_replaced(
         served.stop()
     assert served.process is not None and served.process.returncode == 0, served.log()
     assert not any(Path(f"/proc/{pid}").exists() for pid in replaced)
+
+
+def test_the_matching_api_limit_holds_across_worker_processes(database_url: str, tmp_path: Path) -> None:
+    """Lookups spread over both workers share one bucket: about BURST pass, not twice that."""
+    from vakta.server.api.matching import BURST, RATE
+
+    served = Served(database_url, tmp_path)
+    served.start(30, "--workers", "2")
+    try:
+        token = served.token("api-client")
+        body = {"hashes": ["d41d8cd98f00b204e9800998ecf8427e"]}
+        started = time.monotonic()
+
+        def lookup(_: int) -> int:
+            with served.client(token) as client:  # a connection each: the kernel spreads them
+                return client.post("/api/v1/lookup", json=body).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lookup, range(int(BURST) * 3)))
+        elapsed = time.monotonic() - started
+    finally:
+        served.stop()
+    allowed = codes.count(200)
+    assert set(codes) == {200, 429}, codes
+    assert BURST <= allowed <= BURST + RATE * elapsed + 1, (allowed, elapsed)

@@ -5,8 +5,9 @@ needs more. The parent binds the socket once, then forks the workers, each of
 which builds its own app and database pool after the fork (connections never
 cross a fork) and accepts on the shared socket, so the kernel spreads the
 connections. The parent restarts a worker that dies and stops them all on
-SIGTERM or SIGINT. What is kept in memory per process (login and API rate
-limits) is per worker; the database keeps everything that must be shared.
+SIGTERM or SIGINT. The database keeps everything that must be shared, login
+limits included; the matching API's rate limits are a table in shared memory
+(:mod:`vakta.server.ratelimit`), made here before the fork.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
+
+from vakta.server.ratelimit import shared_table
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ def serve(build: Callable[[], Any], host: str, port: int, workers: int, **uvicor
         uvicorn.run(build(), host=host, port=port, **uvicorn_options)
         return
     listener = bind(host, port)
+    shared_table()  # made before the fork, so every worker takes from the same buckets
     _Supervisor(build, listener, workers, uvicorn_options).run()
 
 

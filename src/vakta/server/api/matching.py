@@ -5,7 +5,8 @@ index and matcher as ``vakta lookup`` over the console's lists (and the
 built-in test signature, so an integration can be proven harmlessly). An
 uploaded file is hashed in memory and dropped as soon as its signals are
 computed: never stored, never logged. Each credential has its own token
-bucket (in memory, per process); an empty bucket answers 429 with Retry-After.
+bucket, shared by the console's worker processes (:mod:`vakta.server.ratelimit`); an
+empty bucket answers 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import threading
-import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -28,6 +27,7 @@ from vakta.server.api.lists import lists_of
 from vakta.server.auth import Permission, Principal
 from vakta.server.auth import require as require_
 from vakta.server.bundles import ServerLists
+from vakta.server.ratelimit import SharedBuckets, shared_table
 from vakta.signals.compute import compute_signals
 from vakta.signals.model import HashOptions, Signals
 
@@ -53,30 +53,25 @@ Threshold = Annotated[int, Query(ge=0, le=MAX_THRESHOLD, description="PDQ match 
 
 @dataclass
 class TokenBucket:
-    """Per-key token buckets: ``take`` answers 0 when allowed, else the seconds to wait."""
+    """The API's per-credential limit over a bucket table: ``take`` answers 0 when allowed, else the seconds to wait.
+
+    The app's own uses the console's :func:`~vakta.server.ratelimit.shared_table`,
+    shared by all its worker processes; one made without a table has its own.
+    """
 
     rate: float = RATE
     burst: float = BURST
-    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    table: SharedBuckets = field(default_factory=SharedBuckets)
 
     def take(self, key: str, cost: float = 1.0) -> float:
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens >= cost:
-                self._buckets[key] = (tokens - cost, now)
-                return 0.0
-            self._buckets[key] = (tokens, now)
-            return (min(cost, self.burst) - tokens) / self.rate
+        return self.table.take(key, cost, self.rate, self.burst)
 
 
 def limiter_of(request: Request) -> TokenBucket:
-    """The app's buckets, made on first use (tests put tighter ones in ``app.state.rate_limiter``)."""
+    """The app's limit, made on first use (tests put tighter ones in ``app.state.rate_limiter``)."""
     limiter = getattr(request.app.state, "rate_limiter", None)
     if not isinstance(limiter, TokenBucket):
-        limiter = TokenBucket()
+        limiter = TokenBucket(table=shared_table())
         request.app.state.rate_limiter = limiter
     return limiter
 
