@@ -63,6 +63,8 @@ def content_type(head: bytes) -> str:
         return disk
     if is_thumbcache(head):
         return THUMBCACHE_TYPE
+    if head.startswith(_OLE_MAGIC):
+        return OLE_TYPE
     mail = mail_type(head)
     if mail:
         return mail
@@ -97,6 +99,9 @@ def _iso_bmff_type(head: bytes) -> str | None:
 
 #: Disk images (:mod:`vakta.containers.disk`): an EnCase/EWF segment, a partitioned
 #: disk (MBR or GPT), a bare filesystem (FAT, exFAT, NTFS, ext2/3/4, HFS+).
+#: An OLE compound file that filetype does not name (``Thumbs.db``, Outlook ``.msg``, ``.msi``...).
+OLE_TYPE = "application/x-ole-storage"
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 #: Windows Explorer's thumbnail cache (``thumbcache_256.db``...; ``iconcache_*.db`` too).
 THUMBCACHE_TYPE = "application/x-windows-thumbcache"
 #: Its format versions: Windows Vista (20) and 7 (21), then 8 to 11 (26-32); a little room above.
