@@ -1,8 +1,9 @@
-"""Thumbs.db: every thumbnail is a member, named after the picture it shows.
+"""OLE compound files: Thumbs.db thumbnails and Outlook .msg attachments are members.
 
 The compound files are made by libgsf's ``gsf createole`` (Debian: libgsf-bin,
 installed by .ci/run), an OLE writer independent of the olefile reader Vakta
-uses; the streams inside follow Windows XP's layout. Benign pictures only.
+uses; the streams inside follow Windows XP's and MS-OXMSG's layouts. Benign
+pictures only.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from PIL import Image
 
 from vakta import testsignature
 from vakta.containers import Limits, reader_for
-from vakta.containers.thumbsdb import READER
+from vakta.containers.ole import READER
 from vakta.matching.index import ListIndex
 from vakta.matching.matcher import Matcher
 from vakta.pipeline import Scanner
@@ -62,13 +63,15 @@ def thumbnail(number: int, picture: bytes, header: int = 12) -> bytes:
 
 
 def compound(folder: Path, streams: dict[str, bytes]) -> bytes:
-    """An OLE compound file holding ``streams``, written by ``gsf createole``."""
+    """An OLE compound file holding ``streams`` (``a/b``: stream b in storage a), written by ``gsf createole``."""
     work = folder / "streams"
     work.mkdir(parents=True, exist_ok=True)
     for name, data in streams.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_bytes(data)
     out = folder / "out.db"
-    subprocess.run(["gsf", "createole", str(out), *streams], cwd=work, check=True, capture_output=True)
+    top = sorted({name.split("/")[0] for name in streams})
+    subprocess.run(["gsf", "createole", str(out), *top], cwd=work, check=True, capture_output=True)
     return out.read_bytes()
 
 
@@ -144,11 +147,87 @@ def test_a_thumbnail_of_the_test_signature_is_found(tmp_path: Path) -> None:
     assert not any(f.signals.errors for f in findings.values())
 
 
-def test_mutated_compound_files_give_members_or_a_clear_error(tmp_path: Path) -> None:
-    """Bytes flipped in the header, allocation tables and directory: never another exception, never slow."""
-    data = compound(
-        tmp_path, {"Catalog": catalog({1: "a.jpg"}), "1": thumbnail(1, _jpeg(_noise(1))), "2": b"z" * 9000}
+# --------------------------------------------------------------------------- Outlook .msg
+
+PROPS = "__properties_version1.0"
+
+
+def _unicode(text: str) -> bytes:
+    return text.encode("utf-16-le") + b"\0\0"
+
+
+def attachment(n: int, data: bytes | None = None, **names: bytes) -> dict[str, bytes]:
+    """The streams of attachment ``n``: its data, and name properties by tag (``p3707001F=...``)."""
+    storage = f"__attach_version1.0_#{n:08X}"
+    streams = {f"{storage}/{PROPS}": b"\0" * 8}
+    if data is not None:
+        streams[f"{storage}/__substg1.0_37010102"] = data
+    streams.update({f"{storage}/__substg1.0_{tag[1:]}": value for tag, value in names.items()})
+    return streams
+
+
+def message(subject: str, *attachments: dict[str, bytes]) -> dict[str, bytes]:
+    streams = {PROPS: b"\0" * 32, "__substg1.0_0037001F": _unicode(subject)}
+    for streams_of_one in attachments:
+        streams.update(streams_of_one)
+    return streams
+
+
+def test_msg_attachments_nested_messages_and_objects(tmp_path: Path) -> None:
+    png = io.BytesIO()
+    _noise(4).save(png, "PNG")
+    notes = b"meeting notes " * 400
+    inner = message("Fwd: photos", attachment(0, png.getvalue(), p3707001F=_unicode("b.png")))
+    outer = message(
+        "Holiday",
+        attachment(0, SIG, p3707001F=_unicode("holiday.jpg"), p3704001F=_unicode("HOLIDAY.JPG")),
+        attachment(1, notes, p3704001E=b"NOTES.TXT\0"),  # an 8-bit (ANSI) message's name
+        {f"__attach_version1.0_#00000002/__substg1.0_3701000D/{k}": v for k, v in inner.items()},
+        {"__attach_version1.0_#00000003/__substg1.0_3701000D/CONTENTS": b"an embedded chart" * 300},
+        attachment(4, None, p3001001F=_unicode("link to share")),
     )
+    data = compound(tmp_path, outer)
+    assert content_type(data[:8192]) == OLE_TYPE
+
+    found = members(data)
+
+    assert found == {
+        "holiday.jpg": SIG,
+        "NOTES.TXT": notes,
+        "Fwd: photos (message) > b.png": png.getvalue(),
+        "attachment 3": "embedded OLE object (attach method 6): not opened",
+        "link to share": "attachment without data (a link, or removed)",
+    }
+
+
+def test_a_listed_picture_attached_to_a_msg_is_found(tmp_path: Path) -> None:
+    data = compound(
+        tmp_path / "build", message("Report", attachment(0, SIG, p3707001F=_unicode("scan 001.jpg")))
+    )
+    path = tmp_path / "export" / "mail.msg"
+    path.parent.mkdir()
+    path.write_bytes(data)
+    scanner = Scanner(Matcher(ListIndex.build(testsignature.entry_rows())), HashOptions(), limits=Limits())
+
+    findings = {f.signals.location: f for f in scanner.scan([str(path.parent)])}
+
+    assert [loc for loc, f in findings.items() if f.matched] == [f"{path} > scan 001.jpg"]
+    assert {m.signal for m in findings[f"{path} > scan 001.jpg"].matches} >= {"md5", "sha256"}
+
+
+@pytest.mark.parametrize("kind", ["thumbs", "msg"])
+def test_mutated_compound_files_give_members_or_a_clear_error(tmp_path: Path, kind: str) -> None:
+    """Bytes flipped in the header, allocation tables and directory: never another exception, never slow."""
+    if kind == "thumbs":
+        streams = {"Catalog": catalog({1: "a.jpg"}), "1": thumbnail(1, _jpeg(_noise(1))), "2": b"z" * 9000}
+    else:
+        inner = message("Fwd", attachment(0, b"p" * 5000, p3707001F=_unicode("b.png")))
+        streams = message(
+            "H",
+            attachment(0, SIG, p3707001F=_unicode("h.jpg")),
+            {f"__attach_version1.0_#00000002/__substg1.0_3701000D/{k}": v for k, v in inner.items()},
+        )
+    data = compound(tmp_path, streams)
     rng = random.Random(7)
     outcomes = set()
     for _ in range(600):
