@@ -136,3 +136,13 @@ def test_a_cached_thumbnail_of_the_test_signature_is_found(tmp_path: Path) -> No
     assert len(hits) == 1 and hits[0].startswith(f"{path} > ") and hits[0].endswith(".jpg"), hits
     assert [m.signal for m in findings[hits[0]].matches] == ["pdq"]
     assert len(findings) == 3 and not any(f.signals.errors for f in findings.values())
+
+
+def test_a_flood_of_damaged_entries_ends_in_one_error() -> None:
+    """Garbage holding the entry signature every few bytes: 100 entry errors, then one on the file."""
+    data = cache(WINDOWS_10, [entry(WINDOWS_10, SIG)]) + b"CMMM\0\0\0\0" * 10_000
+    found = []
+    with pytest.raises(ValueError, match="more than 100 damaged entries in a row"):
+        for member in READER.members(io.BytesIO(data)):
+            found.append(member)
+    assert found[0].open is not None and len(found) == 1 + 100

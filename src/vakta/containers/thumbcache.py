@@ -36,6 +36,9 @@ _SIGNATURE = b"CMMM"
 _FILE_HEADER = 24
 #: Bytes read at once while looking for the next entry signature.
 _SCAN_CHUNK = 1 << 20
+#: Damaged entries reported one by one before the rest of the file is given up (garbage that
+#: happens to hold "CMMM" every few bytes would otherwise be millions of error members).
+MAX_DAMAGED_IN_A_ROW = 100
 _PICTURE_TYPES = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"BM", ".bmp"))
 
 
@@ -91,13 +94,21 @@ class ThumbcacheReader:
         pos = int.from_bytes(head[layout.first_entry_at : layout.first_entry_at + 4], "little")
         if not _FILE_HEADER <= pos < end or read_at(stream, pos, 4) != _SIGNATURE:
             pos = _next_signature(stream, _FILE_HEADER, end)
+        damaged = 0
         while pos < end:
             try:
                 entry = _entry(stream, pos, end, layout)
             except _Damaged as exc:
+                damaged += 1
+                if damaged > MAX_DAMAGED_IN_A_ROW:
+                    raise ValueError(
+                        f"more than {MAX_DAMAGED_IN_A_ROW} damaged entries in a row from byte {pos:,}: "
+                        "the rest is not read"
+                    ) from None
                 yield Member(f"entry at byte {pos:,}", error=f"damaged thumbnail cache entry: {exc}")
                 pos = _next_signature(stream, pos + 4, end)
                 continue
+            damaged = 0
             if entry.data_size:
                 span = partial(Slice, stream, entry.data_start, entry.data_start + entry.data_size)
                 yield Member(entry.name, open=cast("Callable[[], BinaryIO]", span), size=entry.data_size)
