@@ -84,6 +84,7 @@ class OleReader:
 
 
 def _thumbnails(ole: Any) -> Iterator[Member]:
+    """The thumbnails of a ``Thumbs.db``; nothing for a compound file of another program."""
     streams = ["/".join(path) for path in ole.listdir(streams=True, storages=False)]
     numbered = [s for s in streams if s.isdigit() or _NETWORK_STREAM.fullmatch(s)]
     if not numbered:
@@ -107,8 +108,9 @@ def _thumbnails(ole: Any) -> Iterator[Member]:
         yield Member(name, open=partial(_opened, picture), size=len(picture))
 
 
-def _opened(picture: bytes) -> BinaryIO:
-    return io.BytesIO(picture)
+def _opened(data: bytes) -> BinaryIO:
+    """A member read whole from its stream (thumbnails and attachments are small), opened from memory."""
+    return io.BytesIO(data)
 
 
 def _picture_start(data: bytes) -> int:

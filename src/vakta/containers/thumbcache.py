@@ -5,7 +5,7 @@ Explorer keeps a thumbnail of every picture and video it has shown, in
 it after the file itself is deleted, moved to a USB stick or opened from a
 share: a thumbnail of known material is evidence that it was on (or seen from)
 the machine. The thumbnails are JPEG, PNG or BMP pictures of up to the cache's
-size (32 to 2560 pixels); PDQ matches them against the full-size originals'
+size (16 to 2560 pixels); PDQ matches them against the full-size originals'
 hashes as it matches any resized copy.
 
 Layout (Joachim Metz's "Windows Explorer Thumbnail Cache database format"):
