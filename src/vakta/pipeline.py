@@ -144,6 +144,11 @@ class Work:
             if name is not None:
                 cached.skipped = f"on known-good list {name!r}"
                 cached.pdq_queries = []
+            elif self.limits is not None and reader_for(cached.type) is not None:
+                # Only a container that had no members is cached (a video without cover art):
+                # its own hashes come from the cache, its members are looked for again.
+                expansion = Expansion.start(self.options, self.known_good, self.limits)
+                tree += member_signals(cached, item.open, expansion)
         return [self._found(s) for s in tree]
 
     def _found(self, signals: Signals) -> Hashed:
@@ -289,8 +294,6 @@ class Scanner:
             cached = None
             if self.cache and item.cacheable:
                 cached = self.cache.get(item.cache_key)
-                if cached is not None and self.limits is not None and reader_for(cached.type) is not None:
-                    cached = None  # a container's members are not cached: open it again
                 if cached is not None:
                     cached.path, cached.path_b64 = item.display
             yield item, cached

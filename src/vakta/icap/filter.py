@@ -85,6 +85,8 @@ def wanted(declared: str | None, start: bytes | bytearray, coding: tuple[str, ..
     if head is None:
         return False
     sniffed = content_type(head)
+    if sniffed.startswith("audio/"):
+        return False  # streamed music and podcasts would be held to their end for a cover picture
     return bool(hashers_for(sniffed)) or reader_for(sniffed) is not None
 
 

@@ -291,9 +291,11 @@ def _decode_video(source: BinaryIO, options: HashOptions, found: _Frames) -> str
 def _open_stream(container: Any) -> tuple[Any, Fraction]:
     """The first video stream, as the reference takes, and its frame rate.
 
-    Declared frame sizes are checked here, before the decoder allocates anything.
+    A picture attached to the file (cover art, marked ``attached_pic``) is not
+    video: the ``media`` container reader gives it out as a picture. Declared
+    frame sizes are checked here, before the decoder allocates anything.
     """
-    streams = container.streams.video
+    streams = [s for s in container.streams.video if not is_attached_picture(s)]
     if not streams and container.streams.audio:
         raise _AudioOnly
     if not streams:
@@ -307,6 +309,13 @@ def _open_stream(container: Any) -> tuple[Any, Fraction]:
     if not rate or rate <= 0:
         raise VideoDecodeError("video stream has no frame rate")
     return stream, Fraction(rate)
+
+
+def is_attached_picture(stream: Any) -> bool:
+    """Whether a video stream is a still picture attached to the file (cover art), not video."""
+    import av
+
+    return bool(int(stream.disposition) & int(av.stream.Disposition.attached_pic))
 
 
 def _frame_luma(frame: Any, reformatter: Any, size: int) -> LumaArray:
