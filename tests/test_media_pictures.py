@@ -46,7 +46,8 @@ def muxed(fmt: str, cover: bytes | None, video: bool = False, audio: bool = True
             picture.disposition = av.stream.Disposition.attached_pic
             if title:
                 picture.metadata["comment"] = title
-        sound = container.add_stream("mp3" if fmt == "mp3" else "aac", rate=44100) if audio else None
+        codec = {"mp3": "mp3", "flac": "flac"}.get(fmt, "aac")
+        sound = container.add_stream(codec, rate=44100) if audio else None
         moving = container.add_stream("mpeg4", rate=10) if video else None
         if moving is not None:
             moving.width, moving.height, moving.pix_fmt = 64, 48, "yuv420p"
@@ -59,9 +60,11 @@ def muxed(fmt: str, cover: bytes | None, video: bool = False, audio: bool = True
                 pixels = np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8)
                 container.mux(moving.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
             if sound is not None:
-                samples = sound.codec_context.frame_size or 1024
+                samples = sound.codec_context.frame_size or 4608
                 frame = av.AudioFrame.from_ndarray(
-                    np.zeros((1, samples), np.float32), format="fltp", layout="mono"
+                    np.zeros((1, samples), np.int16 if fmt == "flac" else np.float32),
+                    format="s16" if fmt == "flac" else "fltp",
+                    layout="mono",
                 )
                 frame.sample_rate = 44100
                 container.mux(sound.encode(frame))
@@ -82,8 +85,9 @@ def members(data: bytes) -> dict[str, bytes | str]:
     return found
 
 
-def test_an_mp3_cover_is_a_member_byte_for_byte() -> None:
-    data = muxed("mp3", SIG, title="Cover (front)")
+@pytest.mark.parametrize("fmt", ["mp3", "flac"])
+def test_an_audio_file_cover_is_a_member_byte_for_byte(fmt: str) -> None:
+    data = muxed(fmt, SIG, title="Cover (front)")
     kind = content_type(data[:8192])
     assert kind.startswith("audio/") and reader_for(kind) is READER
     assert members(data) == {"Cover (front).jpg": SIG}

@@ -1,10 +1,10 @@
 """Pictures attached to audio and video files (cover art) as container members.
 
-An MP3's ID3 ``APIC`` frame, an M4A's or MP4's ``covr`` atom, a FLAC picture
-block, an Ogg ``METADATA_BLOCK_PICTURE`` and a Matroska cover attachment all
-carry a whole picture file inside the media file, and FFmpeg (through PyAV)
-gives each as a stream marked ``attached_pic`` whose one packet is that file,
-byte for byte. So a listed picture set as an album cover is found by its
+An MP3's ID3 ``APIC`` frame, an M4A's or MP4's ``covr`` atom and a FLAC
+picture block (tested; FFmpeg reads other formats' covers the same way) carry
+a whole picture file inside the media file, and FFmpeg (through PyAV) gives
+each as a stream marked ``attached_pic`` whose one packet is that file, byte
+for byte. So a listed picture set as an album cover is found by its
 digests, and a changed one by PDQ, as ``song.mp3 > Cover (front).jpg``.
 
 Nothing is decoded here: the container is opened, its attached pictures read
