@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any, BinaryIO
 
 from vakta.containers import Member
+from vakta.signals.sniff import picture_extension
 from vakta.signals.video_hasher import is_attached_picture
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,6 @@ log = logging.getLogger(__name__)
 _MAX_PACKETS = 64
 #: Largest attached picture held in memory.
 MAX_PICTURE_BYTES = 64 << 20
-_PICTURE_TYPES = (
-    (b"\xff\xd8\xff", ".jpg"),
-    (b"\x89PNG\r\n\x1a\n", ".png"),
-    (b"BM", ".bmp"),
-    (b"GIF8", ".gif"),
-)
 
 
 class AttachedPicturesReader:
@@ -71,7 +66,7 @@ def _member(container: Any, stream: Any, number: int) -> Member:
         return Member(label, error="attached picture not found in the file")
     if len(data) > MAX_PICTURE_BYTES:
         return Member(label, error=f"attached picture of {len(data):,} bytes: not read")
-    ext = next((e for magic, e in _PICTURE_TYPES if data.startswith(magic)), "")
+    ext = picture_extension(data)
     name = label if label.lower().endswith(ext) else label + ext
     return Member(name, open=partial(io.BytesIO, data), size=len(data))
 

@@ -40,7 +40,7 @@ from typing import Any, BinaryIO
 import olefile  # type: ignore[import-untyped]
 
 from vakta.containers import Member
-from vakta.signals.sniff import OLE_TYPE
+from vakta.signals.sniff import OLE_TYPE, PICTURE_SIGNATURES
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ _CATALOG = "Catalog"
 _NETWORK_STREAM = re.compile(r"\d+_[0-9a-fA-F]+")
 #: Where a thumbnail's picture may start in its stream (the headers are 12 or 24 bytes).
 _HEADER_REACH = 64
-_PICTURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM")
 #: What olefile raises on damaged or hostile compound files (a fuzzed header gave OverflowError).
 _DAMAGE = (OSError, ValueError, EOFError, struct.error, OverflowError, IndexError, KeyError)
 #: Largest stream read into memory (Explorer's thumbnails are tens of kilobytes).
@@ -115,7 +114,7 @@ def _opened(data: bytes) -> BinaryIO:
 
 def _picture_start(data: bytes) -> int:
     """Where the picture starts: its signature near the start, else after the header its first word sizes."""
-    found = [i for i in (data.find(magic, 0, _HEADER_REACH) for magic in _PICTURES) if i >= 0]
+    found = [i for i in (data.find(magic, 0, _HEADER_REACH) for magic, _ in PICTURE_SIGNATURES) if i >= 0]
     if found:
         return min(found)
     header = int.from_bytes(data[:4], "little") if len(data) >= 4 else 0

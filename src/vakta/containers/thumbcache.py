@@ -30,7 +30,7 @@ from functools import partial
 from typing import BinaryIO, cast
 
 from vakta.containers import Member, Slice, read_at
-from vakta.signals.sniff import THUMBCACHE_TYPE
+from vakta.signals.sniff import THUMBCACHE_TYPE, picture_extension
 
 _SIGNATURE = b"CMMM"
 _FILE_HEADER = 24
@@ -39,7 +39,6 @@ _SCAN_CHUNK = 1 << 20
 #: Damaged entries reported one by one before the rest of the file is given up (garbage that
 #: happens to hold "CMMM" every few bytes would otherwise be millions of error members).
 MAX_DAMAGED_IN_A_ROW = 100
-_PICTURE_TYPES = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"BM", ".bmp"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +134,7 @@ def _entry(stream: BinaryIO, pos: int, end: int, layout: _Layout) -> _Entry:
     identifier = read_at(stream, pos + layout.header, min(id_size, 512))
     name = identifier.decode("utf-16-le", "replace").rstrip("\0") or header[8:16][::-1].hex()
     kind = read_at(stream, data_start, 8) if data_size else b""
-    ext = next((e for magic, e in _PICTURE_TYPES if kind.startswith(magic)), "")
+    ext = picture_extension(kind)
     return _Entry(pos + size, name + ext, data_start, data_size)
 
 

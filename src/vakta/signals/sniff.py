@@ -99,6 +99,21 @@ def _iso_bmff_type(head: bytes) -> str | None:
 
 #: Disk images (:mod:`vakta.containers.disk`): an EnCase/EWF segment, a partitioned
 #: disk (MBR or GPT), a bare filesystem (FAT, exFAT, NTFS, ext2/3/4, HFS+).
+#: Signatures of the picture files that containers hold whole (cached thumbnails, cover art),
+#: with the extension a member named after its entry is given.
+PICTURE_SIGNATURES = (
+    (b"\xff\xd8\xff", ".jpg"),
+    (b"\x89PNG\r\n\x1a\n", ".png"),
+    (b"GIF8", ".gif"),
+    (b"BM", ".bmp"),
+)
+
+
+def picture_extension(head: bytes) -> str:
+    """``.jpg``, ``.png``, ``.gif`` or ``.bmp`` for a picture file's first bytes, else ``""``."""
+    return next((ext for magic, ext in PICTURE_SIGNATURES if head.startswith(magic)), "")
+
+
 #: An OLE compound file that filetype does not name (``Thumbs.db``, Outlook ``.msg``, ``.msi``...).
 OLE_TYPE = "application/x-ole-storage"
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
