@@ -97,8 +97,6 @@ def _iso_bmff_type(head: bytes) -> str | None:
     return None
 
 
-#: Disk images (:mod:`vakta.containers.disk`): an EnCase/EWF segment, a partitioned
-#: disk (MBR or GPT), a bare filesystem (FAT, exFAT, NTFS, ext2/3/4, HFS+).
 #: Signatures of the picture files that containers hold whole (cached thumbnails, cover art),
 #: with the extension a member named after its entry is given.
 PICTURE_SIGNATURES = (
@@ -128,6 +126,8 @@ def is_thumbcache(head: bytes) -> bool:
     return head[:4] == b"CMMM" and int.from_bytes(head[4:8], "little") in _THUMBCACHE_VERSIONS
 
 
+#: Disk images (:mod:`vakta.containers.disk`): an EnCase/EWF segment, a partitioned
+#: disk (MBR or GPT), a bare filesystem (FAT, exFAT, NTFS, ext2/3/4, HFS+).
 EWF_TYPE = "application/x-ewf"
 DISK_TYPE = "application/x-raw-disk-image"
 FILESYSTEM_TYPE = "application/x-filesystem-image"
