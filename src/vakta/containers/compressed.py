@@ -183,14 +183,19 @@ def check_zstd_frames(stream: BinaryIO) -> None:
         head = stream.read(_ZSTD_HEADER)
         if head[:4] == _ZSTD_MAGIC:
             pos = _zstd_frame_end(stream, pos, head, end)
-        elif len(head) >= 8 and head[1:4] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50:
-            pos += 8 + int.from_bytes(head[4:8], "little")  # a skippable frame
+        elif len(head) >= 8 and _skippable_frame(head):
+            pos += 8 + int.from_bytes(head[4:8], "little")
         elif _ZSTD_MAGIC.startswith(head):
             raise EOFError("the data ends inside a zstd frame (truncated)")
         else:
             raise ValueError(f"not zstd data at byte {pos:,}")
     if pos > end:
         raise EOFError("the data ends inside a zstd frame (truncated)")
+
+
+def _skippable_frame(head: bytes) -> bool:
+    """A zstd skippable frame starts here (magic 0x184D2A50-5F): metadata to pass over."""
+    return len(head) >= 4 and head[1:4] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50
 
 
 def _zstd_frame_end(stream: BinaryIO, start: int, head: bytes, end: int) -> int:
@@ -243,7 +248,7 @@ def format_of(head: bytes) -> str:
         return "application/x-bzip2"
     if head.startswith(b"\xfd7zXZ\x00"):
         return "application/x-xz"
-    if head.startswith(b"\x28\xb5\x2f\xfd") or (head[1:4] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50):
+    if head.startswith(_ZSTD_MAGIC) or _skippable_frame(head):
         return "application/zstd"
     raise ValueError("not a gzip, bzip2, xz or zstd file")
 
