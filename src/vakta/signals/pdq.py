@@ -163,12 +163,14 @@ def grid64(
     return rows.times(cols.times_transposed(luma))
 
 
-def _axis_bands(luma: FloatArray, scale: Scale, full_shape: tuple[int, int] | None) -> tuple[_Band, _Band]:
-    """The row and column sampling weights of a luma plane (see :func:`grid64`)."""
+def _axis_bands(
+    luma: FloatArray, scale: Scale, full_shape: tuple[int, int] | None, reverse: bool = False
+) -> tuple[_Band, _Band]:
+    """The row and column sampling weights of a luma plane (see :func:`grid64`); reversed: of it flipped."""
     full_rows, full_cols = full_shape if full_shape else (None, None)
     return (
-        _band(luma.shape[0], scale[0], full_rows, False),
-        _band(luma.shape[1], scale[1], full_cols, False),
+        _band(luma.shape[0], scale[0], full_rows, reverse),
+        _band(luma.shape[1], scale[1], full_cols, reverse),
     )
 
 
@@ -264,9 +266,7 @@ def dihedral_grids(
     asymmetry and misses some mirrored copies) and cost one extra pass over the pixels.
     """
     rows, cols = _axis_bands(luma, scale, full_shape)
-    full_rows, full_cols = full_shape if full_shape else (None, None)
-    cols_rev = _band(luma.shape[1], scale[1], full_cols, True)
-    rows_rev = _band(luma.shape[0], scale[0], full_rows, True)
+    rows_rev, cols_rev = _axis_bands(luma, scale, full_shape, reverse=True)
     across = np.concatenate([cols.times_transposed(luma), cols_rev.times_transposed(luma)], axis=1)
     top, bottom = rows.times(across), rows_rev.times(across)
     g, mirrored = top[:, :_GRID], top[:, _GRID:]
