@@ -69,7 +69,13 @@ def hash_tree(
         kind = _sniffed_type(item)
         if reader_for(kind) is not None:
             return _hash_container_overlapped(item, kind, options, limits)
-    signals = hash_item(item, options, known_good)
+    return _with_members(hash_item(item, options, known_good), item, options, known_good, limits)
+
+
+def _with_members(
+    signals: Signals, item: Item, options: HashOptions, known_good: KnownGood | None, limits: Limits | None
+) -> list[Signals]:
+    """``signals`` (the item's own, hashed or cached), then those of every member when it is a container to open."""
     if limits is None or signals.skipped or signals.md5 is None or reader_for(signals.type) is None:
         return [signals]
     expansion = Expansion.start(options, known_good, limits)
@@ -139,16 +145,13 @@ class Work:
         if cached is None:
             tree = hash_tree(item, self.options, self.known_good, self.limits)
         else:
-            tree = [cached]
             name = self.known_good(cached) if self.known_good else None
             if name is not None:
                 cached.skipped = f"on known-good list {name!r}"
                 cached.pdq_queries = []
-            elif self.limits is not None and reader_for(cached.type) is not None:
-                # Only a container that had no members is cached (a video without cover art):
-                # its own hashes come from the cache, its members are looked for again.
-                expansion = Expansion.start(self.options, self.known_good, self.limits)
-                tree += member_signals(cached, item.open, expansion)
+            # Only a container that had no members is cached (a video without cover art):
+            # its own hashes come from the cache, its members are looked for again.
+            tree = _with_members(cached, item, self.options, self.known_good, self.limits)
         return [self._found(s) for s in tree]
 
     def _found(self, signals: Signals) -> Hashed:
