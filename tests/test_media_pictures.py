@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from members import read_members
 from PIL import Image
 
 from vakta import testsignature
@@ -75,14 +76,7 @@ def muxed(fmt: str, cover: bytes | None, video: bool = False, audio: bool = True
 
 
 def members(data: bytes) -> dict[str, bytes | str]:
-    found: dict[str, bytes | str] = {}
-    for member in READER.members(io.BytesIO(data)):
-        if member.open is None:
-            found[member.name] = member.error or ""
-        else:
-            with member.open() as stream:
-                found[member.name] = stream.read()
-    return found
+    return read_members(READER, data)
 
 
 @pytest.mark.parametrize("fmt", ["mp3", "flac"])

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from members import read_members
 from PIL import Image
 
 from vakta import testsignature
@@ -76,14 +77,7 @@ def compound(folder: Path, streams: dict[str, bytes]) -> bytes:
 
 
 def members(data: bytes) -> dict[str, bytes | str]:
-    found: dict[str, bytes | str] = {}
-    for member in READER.members(io.BytesIO(data)):
-        if member.open is None:
-            found[member.name] = member.error or ""
-        else:
-            with member.open() as stream:
-                found[member.name] = stream.read()
-    return found
+    return read_members(READER, data)
 
 
 def test_xp_thumbnails_are_named_after_their_pictures(tmp_path: Path) -> None:

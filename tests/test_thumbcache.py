@@ -12,6 +12,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from members import read_members
 from PIL import Image
 
 from vakta import testsignature
@@ -71,15 +72,7 @@ def cache(version: int, entries: list[bytes], slack: bytes = b"") -> bytes:
 
 
 def members(data: bytes) -> dict[str, bytes | str]:
-    """Each member's bytes, or its error, by name."""
-    found: dict[str, bytes | str] = {}
-    for member in READER.members(io.BytesIO(data)):
-        if member.open is None:
-            found[member.name] = member.error or ""
-        else:
-            with member.open() as stream:
-                found[member.name] = stream.read()
-    return found
+    return read_members(READER, data)
 
 
 @pytest.mark.parametrize("version", [VISTA, WINDOWS_7, WINDOWS_10])
