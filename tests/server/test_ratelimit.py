@@ -6,7 +6,11 @@ import fcntl
 import multiprocessing
 import os
 import time
+from types import SimpleNamespace
 
+import pytest
+
+from vakta.server import ratelimit
 from vakta.server.ratelimit import SharedBuckets
 
 FORK = multiprocessing.get_context("fork")
@@ -53,9 +57,15 @@ def test_a_full_table_gives_the_longest_idle_slot_and_limits_still_hold() -> Non
     assert 0 < wait <= 0.2
 
 
-def test_the_bucket_refills_with_time() -> None:
+def test_the_bucket_refills_with_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a fixed clock (binary fractions: exact sums), so a slow machine cannot refill between takes."""
+    clock = [1000.0]
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     table = SharedBuckets()
-    assert table.take("a", 1, rate=1000, burst=2) == 0 and table.take("a", 1, rate=1000, burst=2) == 0
-    assert 0 < table.take("a", 1, rate=1000, burst=2) <= 0.001
-    time.sleep(0.01)
-    assert table.take("a", 1, rate=1000, burst=2) == 0
+    assert table.take("a", 1, rate=4, burst=2) == 0 and table.take("a", 1, rate=4, burst=2) == 0
+    assert table.take("a", 1, rate=4, burst=2) == 0.25
+    clock[0] += 0.125
+    assert table.take("a", 1, rate=4, burst=2) == 0.125
+    clock[0] += 0.125
+    assert table.take("a", 1, rate=4, burst=2) == 0
+    assert table.take("a", 1, rate=4, burst=2) == 0.25
