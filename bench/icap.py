@@ -35,6 +35,7 @@ import io
 import json
 import os
 import random
+import resource
 import shutil
 import socket
 import statistics
@@ -44,7 +45,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -73,9 +74,9 @@ icap_enable on
 icap_preview_enable on
 icap_send_client_ip on
 icap_send_client_username on
-icap_service vakta respmod_precache icap://127.0.0.1:{icap_port}/respmod bypass=off
+icap_service vakta respmod_precache icap://127.0.0.1:{icap_port}/{respmod} bypass=off
 adaptation_access vakta allow all
-icap_service vakta_req reqmod_precache icap://127.0.0.1:{icap_port}/reqmod bypass=off
+icap_service vakta_req reqmod_precache icap://127.0.0.1:{icap_port}/{reqmod} bypass=off
 adaptation_access vakta_req allow all
 """
 
@@ -211,14 +212,67 @@ def vakta_icap(home: Path, workers: int) -> Iterator[int]:
         log.close()
 
 
+C_ICAP = shutil.which("c-icap") or "/usr/bin/c-icap"
+C_ICAP_SERVICES = Path("/usr/lib/x86_64-linux-gnu/c_icap")
+C_ICAP_CONF = """\
+PidFile {dir}/c-icap.pid
+CommandsSocket {dir}/c-icap.ctl
+Timeout 300
+MaxKeepAliveRequests 0
+KeepAliveTimeout 600
+StartServers 1
+MaxServers 1
+MinSpareThreads 4
+MaxSpareThreads 20
+ThreadsPerChild 20
+MaxRequestsPerChild 0
+Port 127.0.0.1:{port}
+TmpDir {dir}
+MaxMemObject 4194304
+DebugLevel 0
+Pipelining on
+ModulesDir {services}
+ServicesDir {services}
+ServerLog {dir}/server.log
+AccessLog /dev/null
+Service echo srv_echo.so
+"""
+
+
 @contextmanager
-def squid(folder: Path, icap_port: int | None) -> Iterator[int]:
+def c_icap(folder: Path) -> Iterator[int]:
+    """c-icap (the C ICAP server) with its echo service: an ICAP service that checks nothing.
+
+    Squid through it costs what the ICAP exchanges alone cost, the floor for any service.
+    """
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)
+    port = _free_port()
+    conf = C_ICAP_CONF.format(port=port, dir=folder, services=C_ICAP_SERVICES)
+    (folder / "c-icap.conf").write_text(conf)
+    process = subprocess.Popen(
+        [C_ICAP, "-N", "-f", str(folder / "c-icap.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, process, "c-icap")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+@contextmanager
+def squid(
+    folder: Path, icap_port: int | None, services: tuple[str, str] = ("respmod", "reqmod")
+) -> Iterator[int]:
     folder.mkdir(mode=0o777)
     folder.chmod(0o777)
     port = _free_port()
     conf = SQUID_CONF.format(http_port=port, dir=folder)
     if icap_port is not None:
-        conf += ICAP_CONF.format(icap_port=icap_port)
+        conf += ICAP_CONF.format(icap_port=icap_port, respmod=services[0], reqmod=services[1])
     (folder / "squid.conf").write_text(conf)
     process = subprocess.Popen(
         [SQUID, "-N", "-f", str(folder / "squid.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -352,6 +406,31 @@ def throughput(
     }
 
 
+def _cpu_seconds(marker: str) -> float:
+    """User + system CPU of the processes whose command line holds ``marker`` (Linux ``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker.encode() not in (entry / "cmdline").read_bytes():
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _cpu_snapshot(parts: dict[str, str]) -> dict[str, float]:
+    """CPU seconds so far of each part (by command-line marker) and of this process (client, origin)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return {"client+origin": own.ru_utime + own.ru_stime} | {
+        part: _cpu_seconds(m) for part, m in parts.items()
+    }
+
+
 def alternated(
     proxies: dict[str, int],
     origin: str,
@@ -359,20 +438,27 @@ def alternated(
     clients: int,
     seconds: float,
     slices: int,
+    parts: dict[str, dict[str, str]],
 ) -> dict[str, dict[str, Any]]:
     """:func:`throughput` per proxy over ``seconds`` in all, taken in ``slices`` turns that alternate.
 
     Whatever else the machine does meanwhile (and it drifts over a minute) then
     falls on both proxies alike, instead of on whichever ran in that stretch.
+    ``parts[proxy]`` names the processes behind a proxy (part -> command-line marker);
+    the CPU each used during that proxy's turns is returned per request.
     """
     totals: dict[str, dict[str, Any]] = {
-        name: {"requests": 0.0, "bytes": 0.0, "wall": 0.0, "bad": [], "retried": 0, "slices": []}
+        name: {"requests": 0.0, "bytes": 0.0, "wall": 0.0, "bad": [], "retried": 0, "slices": [], "cpu": {}}
         for name in proxies
     }
     for _ in range(slices):
         for name, port in proxies.items():
+            before = _cpu_snapshot(parts[name])
             part = throughput(port, origin, files, clients, seconds / slices)
+            after = _cpu_snapshot(parts[name])
             total = totals[name]
+            for key, spent in after.items():
+                total["cpu"][key] = total["cpu"].get(key, 0.0) + spent - before[key]
             total["requests"] += part["requests_per_s"] * part["wall"]
             total["bytes"] += part["mb_per_s"] * part["wall"]
             total["wall"] += part["wall"]
@@ -387,6 +473,7 @@ def alternated(
             "bad": t["bad"],
             "retried": t["retried"],
             "slices": t["slices"],
+            "cpu_ms_per_request": {key: 1000 * spent / t["requests"] for key, spent in t["cpu"].items()},
         }
         for name, t in totals.items()
     }
@@ -412,6 +499,11 @@ def main() -> None:
         "--slices", type=int, default=4, help="turns the proxies take, alternating, in that time"
     )
     parser.add_argument("--workers", type=int, default=2, help="vakta icap --workers")
+    parser.add_argument(
+        "--c-icap",
+        action="store_true",
+        help="also Squid with c-icap's echo service (C, checks nothing): the cost of ICAP itself",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     files = content(args.photos)
@@ -432,8 +524,14 @@ def main() -> None:
             vakta_icap(home, args.workers) as icap_port,
             squid(tmp / "plain", None) as plain,
             squid(tmp / "icap", icap_port) as filtered,
+            ExitStack() as extra,
         ):
             proxies = {"squid": plain, "squid+vakta": filtered}
+            if args.c_icap:
+                echo_port = extra.enter_context(c_icap(tmp / "c-icap"))
+                proxies["squid+c-icap"] = extra.enter_context(
+                    squid(tmp / "echo", echo_port, ("echo", "echo"))
+                )
             lat = latency(proxies, origin, files, args.rounds)
             result["latency"] = {
                 name: {
@@ -450,7 +548,14 @@ def main() -> None:
             result["bad"] = lat["bad"]
             result["slowest"] = lat["slowest"]
             result["retried"] = lat["retried"]
-            result["throughput"] = alternated(proxies, origin, files, args.clients, args.seconds, args.slices)
+            parts = {
+                "squid": {"squid": str(tmp / "plain")},
+                "squid+vakta": {"squid": str(tmp / "icap"), "vakta icap": str(home)},
+                "squid+c-icap": {"squid": str(tmp / "echo"), "c-icap": str(tmp / "c-icap")},
+            }
+            result["throughput"] = alternated(
+                proxies, origin, files, args.clients, args.seconds, args.slices, parts
+            )
         result["icap_log"] = (home / "icap.log").read_text(errors="replace").splitlines()[-3:]
     finally:
         httpd.shutdown()
@@ -477,39 +582,46 @@ def _report(r: dict[str, Any]) -> None:
         f"list of {r['entries']:,} PDQ+MD5 entries plus the test list"
     )
     print(f"load average before/after: {r['load_before']:.2f} / {r['load_after']:.2f} (2 cores)")
-    lat = r["latency"]
-    print(
-        f"{'latency (ms, one at a time)':32}{'squid p50':>10}{'p99':>8}{'+vakta p50':>12}{'p99':>8}{'added p50':>11}{'p99':>8}"
-    )
+    lat, tp = r["latency"], r["throughput"]
+    filtered = [name for name in lat if name != "squid"]
+    print(f"{'latency (ms, one at a time)':32}{'p50':>8}{'p99':>8}{'added p50':>11}{'p99':>8}")
     for kind in ("page", "image"):
-        a, b = lat["squid"][kind], lat["squid+vakta"][kind]
-        print(
-            f"{kind + 's (' + str(a['n']) + ' requests)':32}{a['p50']:>10.1f}{a['p99']:>8.1f}{b['p50']:>12.1f}{b['p99']:>8.1f}"
-            f"{b['p50'] - a['p50']:>11.1f}{b['p99'] - a['p99']:>8.1f}"
-        )
-    for name in ("squid", "squid+vakta"):
+        a = lat["squid"][kind]
+        print(f"{kind + 's (' + str(a['n']) + ' requests)':32}")
+        print(f"{'  squid':32}{a['p50']:>8.1f}{a['p99']:>8.1f}")
+        for name in filtered:
+            b = lat[name][kind]
+            print(
+                f"{'  ' + name:32}{b['p50']:>8.1f}{b['p99']:>8.1f}"
+                f"{b['p50'] - a['p50']:>11.1f}{b['p99'] - a['p99']:>8.1f}"
+            )
+    for name in lat:
         print(
             f"slowest through {name}: "
             + ", ".join(f"{path} (round {n}) {ms:.1f} ms" for ms, path, n in r["slowest"][name])
         )
-    tp = r["throughput"]
-    base, mine = tp["squid"]["requests_per_s"], tp["squid+vakta"]["requests_per_s"]
-    print(
-        f"throughput: squid {base:.1f} req/s ({tp['squid']['mb_per_s']:.1f} MB/s), "
-        f"squid+vakta {mine:.1f} req/s ({tp['squid+vakta']['mb_per_s']:.1f} MB/s), ratio {mine / base:.2f}"
-    )
-    print(
-        "  by turn: "
-        + "; ".join(
-            f"{name} {', '.join(str(x) for x in tp[name]['slices'])}" for name in ("squid", "squid+vakta")
+    base = tp["squid"]["requests_per_s"]
+    print(f"throughput: squid {base:.1f} req/s ({tp['squid']['mb_per_s']:.1f} MB/s)")
+    for name in filtered:
+        print(
+            f"  {name} {tp[name]['requests_per_s']:.1f} req/s ({tp[name]['mb_per_s']:.1f} MB/s), "
+            f"ratio {tp[name]['requests_per_s'] / base:.2f}"
         )
-    )
+    print("  CPU per request (ms), all processes in that proxy's turns:")
+    for name in tp:
+        cpu = tp[name]["cpu_ms_per_request"]
+        print(
+            f"    {name}: {sum(cpu.values()):.2f} = "
+            + " + ".join(f"{part} {ms:.2f}" for part, ms in cpu.items())
+        )
+    print("  by turn: " + "; ".join(f"{name} {', '.join(str(x) for x in tp[name]['slices'])}" for name in tp))
+    mine = tp["squid+vakta"]["requests_per_s"]
     added = lat["squid+vakta"]["image"]["p99"] - lat["squid"]["image"]["p99"]
     print(f"goal added p99 for images < 25 ms: {added:.1f} ms {'met' if added < 25 else 'MISSED'}")
     print(
         f"goal >= 70% of Squid's requests/s: {100 * mine / base:.0f}% {'met' if mine / base >= 0.7 else 'MISSED'}"
     )
-    for name in ("squid", "squid+vakta"):
+    for name in lat:
         bad = [*r["bad"][name], *tp[name]["bad"]]
         retried = r["retried"][name] + tp[name]["retried"]
         print(
