@@ -506,6 +506,10 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.c_icap and not (Path(C_ICAP).exists() and (C_ICAP_SERVICES / "srv_echo.so").exists()):
+        raise SystemExit(
+            f"--c-icap needs c-icap and its echo service ({C_ICAP_SERVICES}): apt-get install c-icap"
+        )
     files = content(args.photos)
     _Origin.files = files
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Origin)
