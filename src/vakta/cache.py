@@ -5,6 +5,11 @@ The change time is in the key because tools that restore a file's mtime
 
 The key also holds the hashing options' fingerprint: changing how Vakta hashes
 invalidates old entries instead of reusing signals computed another way.
+
+A container's members are kept with it when they are few (a JPEG's EXIF
+thumbnail, a song's cover, a small archive), so an unchanged one is not opened
+again; an entry without them (a large archive, or one written before they were
+kept) has its members looked for anew.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import base64
 import json
 import logging
 import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,18 @@ CREATE TABLE IF NOT EXISTS signals_v2 (
     PRIMARY KEY (dev, ino, size, mtime_ns, ctime_ns, options)
 ) WITHOUT ROWID
 """
+
+
+#: Most members kept with a container's entry; a container with more is not cached.
+MAX_CACHED_MEMBERS = 32
+
+
+@dataclass(slots=True)
+class CachedTree:
+    """A file's signals from the cache, and its members' (None: not kept, to be looked for again)."""
+
+    signals: Signals
+    members: list[Signals] | None = None
 
 
 class SignalCache:
@@ -51,7 +70,8 @@ class SignalCache:
         self._best_effort = best_effort
         self.dropped = 0
 
-    def get(self, key: tuple[int, int, int, int, int]) -> Signals | None:
+    def get(self, key: tuple[int, int, int, int, int]) -> CachedTree | None:
+        """The file's signals and members as kept; their ``path`` is empty (the caller knows it now)."""
         row = self._db.execute(
             "SELECT data FROM signals_v2 WHERE dev = ? AND ino = ? AND size = ? AND mtime_ns = ?"
             " AND ctime_ns = ? AND options = ?",
@@ -60,17 +80,21 @@ class SignalCache:
         if row is None:
             return None
         data = json.loads(row[0])
-        data["pdq_queries"] = _unpack_queries(data.pop("queries", None))
-        signals = Signals.from_cache(data)
-        signals.cached = True
-        return signals
+        members = data.pop("members", None)
+        return CachedTree(_signals(data), None if members is None else [_signals(m) for m in members])
 
-    def put(self, key: tuple[int, int, int, int, int], signals: Signals) -> None:
-        if signals.errors or signals.skipped:
+    def put(
+        self, key: tuple[int, int, int, int, int], signals: Signals, members: Sequence[Signals] | None = None
+    ) -> None:
+        """Keep a file's signals, and with ``members`` (a container's, perhaps none) theirs too."""
+        everything = [signals, *(members or ())]
+        if any(s.errors or s.skipped for s in everything):
             return  # only complete results are worth keeping
-        data = signals.to_cache()
-        data.update(path="", path_b64=None, cached=False, pdq_queries=[])
-        data["queries"] = _pack_queries(signals.pdq_queries)
+        if members is not None and len(members) > MAX_CACHED_MEMBERS:
+            return
+        data = _data(signals)
+        if members is not None:
+            data["members"] = [_data(m) for m in members]
         try:
             self._db.execute(
                 "INSERT OR REPLACE INTO signals_v2 VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -102,6 +126,21 @@ class SignalCache:
     def close(self) -> None:
         self.flush()
         self._db.close()
+
+
+def _data(signals: Signals) -> dict[str, Any]:
+    """What is kept of one item's signals: no path (a file may be renamed), queries packed."""
+    data = signals.to_cache()
+    data.update(path="", path_b64=None, cached=False, pdq_queries=[])
+    data["queries"] = _pack_queries(signals.pdq_queries)
+    return data
+
+
+def _signals(data: dict[str, Any]) -> Signals:
+    data["pdq_queries"] = _unpack_queries(data.pop("queries", None))
+    signals = Signals.from_cache(data)
+    signals.cached = True
+    return signals
 
 
 def _pack_queries(queries: list[PdqQuery]) -> dict[str, Any]:

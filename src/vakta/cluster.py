@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from vakta.cache import CachedTree
 from vakta.items import Item
 from vakta.pipeline import Hashed, Pending, Result, Work, default_workers, failed
-from vakta.signals.model import Signals
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -36,7 +36,7 @@ UNIT_ITEMS = 64
 #: Units in flight per worker thread: enough to keep workers busy, bounded for memory.
 UNITS_PER_THREAD = 4
 
-Unit = list[tuple[Item, Signals | None]]
+Unit = list[tuple[Item, CachedTree | None]]
 
 
 class ClusterError(RuntimeError):

@@ -18,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
-from vakta.cache import SignalCache
+from vakta.cache import CachedTree, SignalCache
 from vakta.containers import Limits, reader_for
 from vakta.containers.expand import Expansion, member_signals
 from vakta.containers.shard import Shard, shardable
@@ -140,19 +140,26 @@ class Work:
     #: None: containers are hashed as files, never opened.
     limits: Limits | None = None
 
-    def __call__(self, item: Item, cached: Signals | None) -> list[Hashed]:
+    def __call__(self, item: Item, cached: CachedTree | None) -> list[Hashed]:
         """Signals (hashed, or from the cache) and the entries they hit: the item first, then its members."""
         if cached is None:
             tree = hash_tree(item, self.options, self.known_good, self.limits)
         else:
-            name = self.known_good(cached) if self.known_good else None
-            if name is not None:
-                cached.skipped = f"on known-good list {name!r}"
-                cached.pdq_queries = []
-            # Only a container that had no members is cached (a video without cover art):
-            # its own hashes come from the cache, its members are looked for again.
-            tree = _with_members(cached, item, self.options, self.known_good, self.limits)
+            # The known-good lists may have changed since: what is cached is checked again.
+            for signals in [cached.signals, *(cached.members or ())]:
+                self._check_known_good(signals)
+            if cached.members is None or cached.signals.skipped:
+                # Members not kept (or a cache entry older than kept members): looked for again.
+                tree = _with_members(cached.signals, item, self.options, self.known_good, self.limits)
+            else:
+                tree = [cached.signals, *cached.members]
         return [self._found(s) for s in tree]
+
+    def _check_known_good(self, signals: Signals) -> None:
+        name = self.known_good(signals) if self.known_good else None
+        if name is not None:
+            signals.skipped = f"on known-good list {name!r}"
+            signals.pdq_queries = []
 
     def _found(self, signals: Signals) -> Hashed:
         """Signals with the entries they hit (none for what was skipped)."""
@@ -221,7 +228,7 @@ def _init_worker(work: Work) -> None:
     _worker = work
 
 
-def _in_worker(item: Item, cached: Signals | None) -> list[Hashed]:
+def _in_worker(item: Item, cached: CachedTree | None) -> list[Hashed]:
     assert _worker is not None, "worker used before its initializer ran"
     return _worker(item, cached)
 
@@ -239,7 +246,7 @@ def _shard_in_worker(item: Item, kind: str, index: int, count: int) -> ShardResu
 #: An item with the signals and hits of it and its members.
 Result = tuple[Item, list[Hashed]]
 #: Items (with cached signals, if any) waiting to be hashed.
-Pending = Iterator[tuple[Item, Signals | None]]
+Pending = Iterator[tuple[Item, CachedTree | None]]
 #: Runs :class:`Work` over pending items somewhere else (a cluster), yielding results as they come.
 Runner = Callable[[Work, Pending], Iterator[Result]]
 
@@ -283,8 +290,8 @@ class Scanner:
             results = self._serial(work, pending)
         for item, tree in results:
             signals = tree[0][0]
-            if self.cache and len(tree) == 1 and not signals.cached and item.cacheable:
-                self.cache.put(item.cache_key, signals)
+            if self.cache and not signals.cached and item.cacheable:
+                self.cache.put(item.cache_key, signals, self._members_to_keep(signals, tree))
             for member_signals_, hits in tree:
                 finding = Finding(member_signals_, self.matcher.resolve(hits))
                 self.stats.add(finding)
@@ -292,13 +299,20 @@ class Scanner:
         if self.cache:
             self.cache.flush()
 
+    def _members_to_keep(self, signals: Signals, tree: list[Hashed]) -> list[Signals] | None:
+        """The members to cache with a container (perhaps none); None for a file, or when they were not looked for."""
+        if self.limits is None or reader_for(signals.type) is None:
+            return None
+        return [member for member, _ in tree[1:]]
+
     def _with_cached(self, items: Iterator[Item]) -> Pending:
         for item in items:
             cached = None
             if self.cache and item.cacheable:
                 cached = self.cache.get(item.cache_key)
                 if cached is not None:
-                    cached.path, cached.path_b64 = item.display
+                    for signals in [cached.signals, *(cached.members or ())]:
+                        signals.path, signals.path_b64 = item.display
             yield item, cached
 
     def _serial(self, work: Work, pending: Pending) -> Iterator[Result]:
@@ -371,7 +385,7 @@ class Scanner:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _split_kind(self, item: Item, cached: Signals | None) -> str | None:
+    def _split_kind(self, item: Item, cached: CachedTree | None) -> str | None:
         """The sniffed type of a container to split between the workers, or None to hash it whole.
 
         On 2 cores a 2.4 GB image took 38.7-39.3 s split and 43.5-45.4 s whole
