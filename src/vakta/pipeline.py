@@ -326,6 +326,9 @@ class Scanner:
         try:
             exhausted = False
             while in_flight or not exhausted:
+                # An item refused because the pool broke after the last wait (a worker died on
+                # an item whose future has not said so yet): it is retried with the suspects.
+                refused: list[Item] = []
                 while not exhausted and len(in_flight) < window:
                     nxt = next(pending, None)
                     if nxt is None:
@@ -336,14 +339,20 @@ class Scanner:
                         yield item, work(item, None)
                         continue
                     kind = self._split_kind(item, cached)
-                    if kind is None:
-                        in_flight[pool.submit(_in_worker, item, cached)] = item
-                    else:
-                        in_flight.update(dict.fromkeys(self._submit_split(pool, item, kind), _Split(item)))
-                if not in_flight:
+                    try:
+                        if kind is None:
+                            in_flight[pool.submit(_in_worker, item, cached)] = item
+                        else:
+                            in_flight.update(
+                                dict.fromkeys(self._submit_split(pool, item, kind), _Split(item))
+                            )
+                    except BrokenProcessPool:
+                        refused.append(item)
+                        break
+                if not in_flight and not refused:
                     continue
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                suspects: dict[int, Item] = {}
+                done = wait(in_flight, return_when=FIRST_COMPLETED)[0] if in_flight else set()
+                suspects: dict[int, Item] = {id(item): item for item in refused}
                 for future in done:
                     owner = in_flight.pop(future)
                     item = owner.item if isinstance(owner, _Split) else owner
