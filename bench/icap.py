@@ -158,6 +158,18 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, secon
     raise SystemExit(f"{what} did not start")
 
 
+@contextmanager
+def _serving(command: list[str], port: int, what: str, log: Any = subprocess.DEVNULL) -> Iterator[None]:
+    """A server process for the length of the block, once it listens on ``port``."""
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_port(port, process, what)
+        yield
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
 def make_list(home: Path, entries: int, seed: int = 11) -> float:
     """Import ``entries`` random PDQ + MD5 rows as one CSV list; returns the import's seconds."""
     rng = np.random.default_rng(seed)
@@ -202,14 +214,8 @@ def vakta_icap(home: Path, workers: int) -> Iterator[int]:
         "--listen",
         f"127.0.0.1:{port}",
     ]
-    process = subprocess.Popen([*command, "--workers", str(workers)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_for_port(port, process, "vakta icap")
+    with log, _serving([*command, "--workers", str(workers)], port, "vakta icap", log):
         yield port
-    finally:
-        process.terminate()
-        process.wait(20)
-        log.close()
 
 
 C_ICAP = shutil.which("c-icap") or "/usr/bin/c-icap"
@@ -250,17 +256,8 @@ def c_icap(folder: Path) -> Iterator[int]:
     port = _free_port()
     conf = C_ICAP_CONF.format(port=port, dir=folder, services=C_ICAP_SERVICES)
     (folder / "c-icap.conf").write_text(conf)
-    process = subprocess.Popen(
-        [C_ICAP, "-N", "-f", str(folder / "c-icap.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(port, process, "c-icap")
+    with _serving([C_ICAP, "-N", "-f", str(folder / "c-icap.conf")], port, "c-icap"):
         yield port
-    finally:
-        process.terminate()
-        process.wait(20)
 
 
 @contextmanager
@@ -274,15 +271,8 @@ def squid(
     if icap_port is not None:
         conf += ICAP_CONF.format(icap_port=icap_port, respmod=services[0], reqmod=services[1])
     (folder / "squid.conf").write_text(conf)
-    process = subprocess.Popen(
-        [SQUID, "-N", "-f", str(folder / "squid.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        _wait_for_port(port, process, "squid")
+    with _serving([SQUID, "-N", "-f", str(folder / "squid.conf")], port, "squid"):
         yield port
-    finally:
-        process.terminate()
-        process.wait(20)
 
 
 # --- load ---------------------------------------------------------------------------
