@@ -141,6 +141,25 @@ def test_a_listed_picture_kept_only_in_the_thumbnail_is_found(tmp_path: Path) ->
     assert len(findings) == 4 and not any(f.signals.errors for f in findings.values())
 
 
+def _cached_scan(cache: SignalCache, target: Path) -> dict[str, tuple[bool, bool]]:
+    """Each finding's location: (matched, taken from the cache)."""
+    scanner = Scanner(Matcher(ListIndex.build(testsignature.entry_rows())), cache=cache, limits=Limits())
+    return {f.signals.location: (f.matched, f.signals.cached) for f in scanner.scan([str(target)])}
+
+
+def _count_opens(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The paths of the files opened from now on."""
+    opened: list[bytes] = []
+    genuine = Item.open
+
+    def counting_open(item: Item) -> object:
+        opened.append(item.path)
+        return genuine(item)
+
+    monkeypatch.setattr(Item, "open", counting_open)
+    return opened
+
+
 def test_a_rescan_takes_the_picture_and_its_thumbnail_from_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,27 +169,35 @@ def test_a_rescan_takes_the_picture_and_its_thumbnail_from_the_cache(
     (folder / "edited.jpg").write_bytes(_jpeg(_noise(10), exif_block(_thumbnail_of(SIG))))
     (folder / "plain.jpg").write_bytes(_jpeg(_noise(11)))
     cache = SignalCache(tmp_path / "cache.sqlite", HashOptions().fingerprint())
-    matcher = Matcher(ListIndex.build(testsignature.entry_rows()))
-
-    def scan() -> dict[str, tuple[bool, bool]]:
-        scanner = Scanner(matcher, HashOptions(), cache=cache, limits=Limits())
-        return {f.signals.location: (f.matched, f.signals.cached) for f in scanner.scan([str(folder)])}
-
-    first = scan()
-    opened: list[bytes] = []
-    genuine = Item.open
-
-    def counting_open(item: Item) -> object:
-        opened.append(item.path)
-        return genuine(item)
-
-    monkeypatch.setattr(Item, "open", counting_open)
-    second = scan()
+    first = _cached_scan(cache, folder)
+    opened = _count_opens(monkeypatch)
+    second = _cached_scan(cache, folder)
     assert opened == []
     hit = f"{folder / 'edited.jpg'} > EXIF thumbnail.jpg"
     assert first[hit] == (True, False) and second[hit] == (True, True)
     assert {k: m for k, (m, _) in first.items()} == {k: m for k, (m, _) in second.items()}
     assert len(second) == 3 and all(cached for _, cached in second.values())
+
+
+def test_an_entry_written_before_members_were_kept_is_rewritten_with_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache from an older Vakta: the picture is opened once for its thumbnail, then never again."""
+    photo = tmp_path / "edited.jpg"
+    photo.write_bytes(_jpeg(_noise(12), exif_block(_thumbnail_of(SIG))))
+    cache = SignalCache(tmp_path / "cache.sqlite", HashOptions().fingerprint())
+    _cached_scan(cache, photo)
+    (item,) = Scanner(Matcher(ListIndex.build([]))).items([str(photo)])
+    kept = cache.get(item.cache_key)
+    assert kept is not None and kept.members is not None
+    cache.put(item.cache_key, kept.signals)  # as an older Vakta wrote it: no members
+    cache.flush()
+    opened = _count_opens(monkeypatch)
+    hit = f"{photo} > EXIF thumbnail.jpg"
+    assert _cached_scan(cache, photo)[hit] == (True, False) and len(opened) == 1
+    upgraded = cache.get(item.cache_key)
+    assert upgraded is not None and [m.inside for m in upgraded.members or ()] == [["EXIF thumbnail.jpg"]]
+    assert _cached_scan(cache, photo)[hit] == (True, True) and len(opened) == 1
 
 
 def test_the_web_filter_checks_the_thumbnail_too() -> None:

@@ -8,8 +8,8 @@ invalidates old entries instead of reusing signals computed another way.
 
 A container's members are kept with it when they are few (a JPEG's EXIF
 thumbnail, a song's cover, a small archive), so an unchanged one is not opened
-again; an entry without them (a large archive, or one written before they were
-kept) has its members looked for anew.
+again. An entry written before members were kept is opened once more and
+rewritten with them.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS signals_v2 (
 ) WITHOUT ROWID
 """
 
+
+#: A file's identity in the cache: (device, inode, size, mtime_ns, ctime_ns).
+CacheKey = tuple[int, int, int, int, int]
 
 #: Most members kept with a container's entry; a container with more is not cached.
 MAX_CACHED_MEMBERS = 32
@@ -70,7 +73,7 @@ class SignalCache:
         self._best_effort = best_effort
         self.dropped = 0
 
-    def get(self, key: tuple[int, int, int, int, int]) -> CachedTree | None:
+    def get(self, key: CacheKey) -> CachedTree | None:
         """The file's signals and members as kept; their ``path`` is empty (the caller knows it now)."""
         row = self._db.execute(
             "SELECT data FROM signals_v2 WHERE dev = ? AND ino = ? AND size = ? AND mtime_ns = ?"
@@ -83,9 +86,7 @@ class SignalCache:
         members = data.pop("members", None)
         return CachedTree(_signals(data), None if members is None else [_signals(m) for m in members])
 
-    def put(
-        self, key: tuple[int, int, int, int, int], signals: Signals, members: Sequence[Signals] | None = None
-    ) -> None:
+    def put(self, key: CacheKey, signals: Signals, members: Sequence[Signals] | None = None) -> None:
         """Keep a file's signals, and with ``members`` (a container's, perhaps none) theirs too."""
         everything = [signals, *(members or ())]
         if any(s.errors or s.skipped for s in everything):

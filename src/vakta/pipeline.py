@@ -18,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
-from vakta.cache import CachedTree, SignalCache
+from vakta.cache import CachedTree, CacheKey, SignalCache
 from vakta.containers import Limits, reader_for
 from vakta.containers.expand import Expansion, member_signals
 from vakta.containers.shard import Shard, shardable
@@ -251,6 +251,16 @@ Pending = Iterator[tuple[Item, CachedTree | None]]
 Runner = Callable[[Work, Pending], Iterator[Result]]
 
 
+def _worth_keeping(item: Item, signals: Signals, without_members: set[CacheKey]) -> bool:
+    """New signals, or a cached container's found again with the members its old entry lacked."""
+    if not signals.cached:
+        return True
+    if item.cache_key in without_members:
+        without_members.discard(item.cache_key)
+        return True
+    return False
+
+
 @dataclass
 class Scanner:
     """Scans targets and yields one finding per item, in completion order."""
@@ -281,7 +291,10 @@ class Scanner:
     def scan(self, targets: Iterable[str]) -> Iterator[Finding]:
         self.stats = ScanStats()
         work = Work(self.options, self.known_good, self.matcher.finder, self.limits)
-        pending = self._with_cached(self.items(targets))
+        # Containers whose cache entry was written without their members (before members were
+        # kept): they are opened again, and their entry is rewritten with the members found.
+        without_members: set[CacheKey] = set()
+        pending = self._with_cached(self.items(targets), without_members)
         if self.runner is not None:
             results = self.runner(work, pending)
         elif self.workers > 1:
@@ -290,7 +303,7 @@ class Scanner:
             results = self._serial(work, pending)
         for item, tree in results:
             signals = tree[0][0]
-            if self.cache and not signals.cached and item.cacheable:
+            if self.cache and item.cacheable and _worth_keeping(item, signals, without_members):
                 self.cache.put(item.cache_key, signals, self._members_to_keep(signals, tree))
             for member_signals_, hits in tree:
                 finding = Finding(member_signals_, self.matcher.resolve(hits))
@@ -301,11 +314,15 @@ class Scanner:
 
     def _members_to_keep(self, signals: Signals, tree: list[Hashed]) -> list[Signals] | None:
         """The members to cache with a container (perhaps none); None for a file, or when they were not looked for."""
-        if self.limits is None or reader_for(signals.type) is None:
+        if not self._opens(signals):
             return None
         return [member for member, _ in tree[1:]]
 
-    def _with_cached(self, items: Iterator[Item]) -> Pending:
+    def _opens(self, signals: Signals) -> bool:
+        """Whether this scan opens a file of this type as a container."""
+        return self.limits is not None and reader_for(signals.type) is not None
+
+    def _with_cached(self, items: Iterator[Item], without_members: set[CacheKey]) -> Pending:
         for item in items:
             cached = None
             if self.cache and item.cacheable:
@@ -313,6 +330,8 @@ class Scanner:
                 if cached is not None:
                     for signals in [cached.signals, *(cached.members or ())]:
                         signals.path, signals.path_b64 = item.display
+                    if cached.members is None and not cached.signals.skipped and self._opens(cached.signals):
+                        without_members.add(item.cache_key)
             yield item, cached
 
     def _serial(self, work: Work, pending: Pending) -> Iterator[Result]:
