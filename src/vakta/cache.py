@@ -8,8 +8,10 @@ invalidates old entries instead of reusing signals computed another way.
 
 A container's members are kept with it when they are few (a JPEG's EXIF
 thumbnail, a song's cover, a small archive), so an unchanged one is not opened
-again. An entry written before members were kept is opened once more and
-rewritten with them.
+again. The entry records which container readers found them (names and
+versions): a file whose entry has no members, or members found by other
+readers (an older Vakta, a plugin added), is opened once more and its entry
+rewritten.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class CachedTree:
 
     signals: Signals
     members: list[Signals] | None = None
+    #: The container readers that found the members (see ``readers_fingerprint``), if kept.
+    readers: str | None = None
 
 
 class SignalCache:
@@ -83,11 +87,15 @@ class SignalCache:
         if row is None:
             return None
         data = json.loads(row[0])
-        members = data.pop("members", None)
-        return CachedTree(_signals(data), None if members is None else [_signals(m) for m in members])
+        members, readers = data.pop("members", None), data.pop("readers", None)
+        return CachedTree(
+            _signals(data), None if members is None else [_signals(m) for m in members], readers
+        )
 
-    def put(self, key: CacheKey, signals: Signals, members: Sequence[Signals] | None = None) -> None:
-        """Keep a file's signals, and with ``members`` (a container's, perhaps none) theirs too."""
+    def put(
+        self, key: CacheKey, signals: Signals, members: Sequence[Signals] | None = None, readers: str = ""
+    ) -> None:
+        """Keep a file's signals, and with ``members`` (a container's, perhaps none, found by ``readers``) theirs."""
         everything = [signals, *(members or ())]
         if any(s.errors or s.skipped for s in everything):
             return  # only complete results are worth keeping
@@ -96,6 +104,7 @@ class SignalCache:
         data = _data(signals)
         if members is not None:
             data["members"] = [_data(m) for m in members]
+            data["readers"] = readers
         try:
             self._db.execute(
                 "INSERT OR REPLACE INTO signals_v2 VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vakta.cache import CachedTree, CacheKey, SignalCache
-from vakta.containers import Limits, reader_for
+from vakta.containers import Limits, reader_for, readers_fingerprint
 from vakta.containers.expand import Expansion, member_signals
 from vakta.containers.shard import Shard, shardable
 from vakta.findings import Finding
@@ -251,12 +251,12 @@ Pending = Iterator[tuple[Item, CachedTree | None]]
 Runner = Callable[[Work, Pending], Iterator[Result]]
 
 
-def _worth_keeping(item: Item, signals: Signals, without_members: set[CacheKey]) -> bool:
-    """New signals, or a cached container's found again with the members its old entry lacked."""
+def _worth_keeping(item: Item, signals: Signals, renew: set[CacheKey]) -> bool:
+    """New signals, or a cached container's whose members were looked for again."""
     if not signals.cached:
         return True
-    if item.cache_key in without_members:
-        without_members.discard(item.cache_key)
+    if item.cache_key in renew:
+        renew.discard(item.cache_key)
         return True
     return False
 
@@ -291,10 +291,11 @@ class Scanner:
     def scan(self, targets: Iterable[str]) -> Iterator[Finding]:
         self.stats = ScanStats()
         work = Work(self.options, self.known_good, self.matcher.finder, self.limits)
-        # Containers whose cache entry was written without their members (before members were
-        # kept): they are opened again, and their entry is rewritten with the members found.
-        without_members: set[CacheKey] = set()
-        pending = self._with_cached(self.items(targets), without_members)
+        # Containers whose cache entry has no members, or members other readers found: they are
+        # opened again, and their entry is rewritten with the members found now.
+        renew: set[CacheKey] = set()
+        readers = readers_fingerprint()
+        pending = self._with_cached(self.items(targets), renew, readers)
         if self.runner is not None:
             results = self.runner(work, pending)
         elif self.workers > 1:
@@ -303,8 +304,8 @@ class Scanner:
             results = self._serial(work, pending)
         for item, tree in results:
             signals = tree[0][0]
-            if self.cache and item.cacheable and _worth_keeping(item, signals, without_members):
-                self.cache.put(item.cache_key, signals, self._members_to_keep(signals, tree))
+            if self.cache and item.cacheable and _worth_keeping(item, signals, renew):
+                self.cache.put(item.cache_key, signals, self._members_to_keep(signals, tree), readers)
             for member_signals_, hits in tree:
                 finding = Finding(member_signals_, self.matcher.resolve(hits))
                 self.stats.add(finding)
@@ -322,7 +323,7 @@ class Scanner:
         """Whether this scan opens a file of this type as a container."""
         return self.limits is not None and reader_for(signals.type) is not None
 
-    def _with_cached(self, items: Iterator[Item], without_members: set[CacheKey]) -> Pending:
+    def _with_cached(self, items: Iterator[Item], renew: set[CacheKey], readers: str) -> Pending:
         for item in items:
             cached = None
             if self.cache and item.cacheable:
@@ -330,8 +331,9 @@ class Scanner:
                 if cached is not None:
                     for signals in [cached.signals, *(cached.members or ())]:
                         signals.path, signals.path_b64 = item.display
-                    if cached.members is None and not cached.signals.skipped and self._opens(cached.signals):
-                        without_members.add(item.cache_key)
+                    if self._opens(cached.signals) and (cached.members is None or cached.readers != readers):
+                        cached.members = None  # looked for again, by the readers of now
+                        renew.add(item.cache_key)
             yield item, cached
 
     def _serial(self, work: Work, pending: Pending) -> Iterator[Result]:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 from vakta.registry import Registry
 
@@ -115,6 +115,8 @@ class ContainerReader(Protocol):
     A reader may also set ``shardable = True`` when listing its members is cheap
     and each member reads independently of the others: a large container of its
     kind is then split between worker processes (see :mod:`vakta.containers.shard`).
+    A reader sets ``version`` (default 1) and raises it when it comes to give out
+    other members than before, so members kept in the scan cache are looked for again.
     """
 
     name: str
@@ -145,6 +147,11 @@ def reader_for(content_type: str | None) -> ContainerReader | None:
         if reader.accepts(content_type):
             return reader
     return None
+
+
+def readers_fingerprint() -> str:
+    """Every registered reader's name and version: members found under other readers may differ."""
+    return ",".join(sorted(f"{name}/{getattr(reader, 'version', 1)}" for name, reader in containers))
 
 
 class MemberStream(io.RawIOBase):
@@ -193,6 +200,15 @@ class Slice(MemberStream):
         data = read_at(self._stream, self._start + self._pos, size)
         self._pos += len(data)
         return data
+
+
+def slice_opener(stream: BinaryIO, start: int, end: int) -> Callable[[], BinaryIO]:
+    """A member's ``open``: bytes ``start`` to ``end`` of its container's stream, read in place."""
+
+    def open_slice() -> BinaryIO:
+        return cast("BinaryIO", Slice(stream, start, end))
+
+    return open_slice
 
 
 def read_at(stream: BinaryIO, offset: int, size: int) -> bytes:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.feedparser import BytesFeedParser
 from email.message import EmailMessage, Message
@@ -34,7 +34,7 @@ from email.policy import EmailPolicy
 from functools import partial
 from typing import Any, BinaryIO, cast
 
-from vakta.containers import Member, Slice, read_at
+from vakta.containers import Member, read_at, slice_opener
 from vakta.signals.sniff import MBOX_FROM_LINE, MBOX_TYPE, MESSAGE_TYPE
 
 log = logging.getLogger(__name__)
@@ -288,8 +288,7 @@ def _without_blank_line(stream: BinaryIO, start: int, end: int) -> int:
 def _message(stream: BinaryIO, number: int, start: int, end: int) -> Member:
     label = _label(read_at(stream, start, min(end - start, LABEL_HEADER_BYTES)))
     name = f"message {number} ({label})" if label else f"message {number}"
-    opener = cast("Callable[[], BinaryIO]", partial(Slice, stream, start, end))
-    return Member(name, open=opener, size=end - start)
+    return Member(name, open=slice_opener(stream, start, end), size=end - start)
 
 
 def _label(head: bytes) -> str:

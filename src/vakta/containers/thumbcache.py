@@ -24,12 +24,11 @@ between entries, so thumbnails left in unused parts of the file are found too.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
-from typing import BinaryIO, cast
+from typing import BinaryIO
 
-from vakta.containers import Member, Slice, read_at
+from vakta.containers import Member, read_at, slice_opener
 from vakta.signals.sniff import THUMBCACHE_TYPE, picture_extension
 
 _SIGNATURE = b"CMMM"
@@ -109,8 +108,8 @@ class ThumbcacheReader:
                 continue
             damaged = 0
             if entry.data_size:
-                span = partial(Slice, stream, entry.data_start, entry.data_start + entry.data_size)
-                yield Member(entry.name, open=cast("Callable[[], BinaryIO]", span), size=entry.data_size)
+                span = slice_opener(stream, entry.data_start, entry.data_start + entry.data_size)
+                yield Member(entry.name, open=span, size=entry.data_size)
             pos = (
                 entry.end
                 if read_at(stream, entry.end, 4) == _SIGNATURE

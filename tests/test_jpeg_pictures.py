@@ -1,8 +1,10 @@
-"""EXIF thumbnails: the small JPEG in a picture's EXIF data is a member, byte for byte.
+"""A JPEG's EXIF thumbnail and Multi-Picture Format pictures are members, byte for byte.
 
 The EXIF blocks are written here by hand (a TIFF header, IFD0, IFD1 naming the
 thumbnail, the thumbnail), independently of Pillow's EXIF reader that the
-reader uses, and stored in the picture by Pillow's JPEG writer.
+reader uses, and stored in the picture by Pillow's JPEG writer. The MPF files
+are put together by hand too (an ``APP2`` index after the first picture's
+``APP0``, the further pictures appended), and also written by Pillow's MPO writer.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from PIL import Image
 
 from vakta import testsignature
 from vakta.cache import SignalCache
-from vakta.containers import Limits, reader_for
-from vakta.containers.exif import READER
+from vakta.containers import Limits, reader_for, readers_fingerprint
+from vakta.containers.jpeg import READER
 from vakta.icap.filter import Examiner, web_limits
 from vakta.items import Item
 from vakta.matching.index import ListIndex
@@ -179,8 +181,9 @@ def test_a_rescan_takes_the_picture_and_its_thumbnail_from_the_cache(
     assert len(second) == 3 and all(cached for _, cached in second.values())
 
 
-def test_an_entry_written_before_members_were_kept_is_rewritten_with_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("old", ["without members", "members of an older reader"])
+def test_an_entry_of_an_older_vakta_is_rewritten_with_the_members_found_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old: str
 ) -> None:
     """A cache from an older Vakta: the picture is opened once for its thumbnail, then never again."""
     photo = tmp_path / "edited.jpg"
@@ -189,14 +192,19 @@ def test_an_entry_written_before_members_were_kept_is_rewritten_with_them(
     _cached_scan(cache, photo)
     (item,) = Scanner(Matcher(ListIndex.build([]))).items([str(photo)])
     kept = cache.get(item.cache_key)
-    assert kept is not None and kept.members is not None
-    cache.put(item.cache_key, kept.signals)  # as an older Vakta wrote it: no members
+    assert kept is not None and kept.members is not None and kept.readers == readers_fingerprint()
+    if old == "without members":
+        cache.put(item.cache_key, kept.signals)  # as a Vakta that kept no members wrote it
+    else:
+        cache.put(item.cache_key, kept.signals, [], kept.readers)  # its reader found no thumbnail
+        monkeypatch.setattr(READER, "version", 2, raising=False)  # this one does
     cache.flush()
     opened = _count_opens(monkeypatch)
     hit = f"{photo} > EXIF thumbnail.jpg"
     assert _cached_scan(cache, photo)[hit] == (True, False) and len(opened) == 1
-    upgraded = cache.get(item.cache_key)
-    assert upgraded is not None and [m.inside for m in upgraded.members or ()] == [["EXIF thumbnail.jpg"]]
+    renewed = cache.get(item.cache_key)
+    assert renewed is not None and [m.inside for m in renewed.members or ()] == [["EXIF thumbnail.jpg"]]
+    assert renewed.readers == readers_fingerprint() and "jpeg/" in renewed.readers
     assert _cached_scan(cache, photo)[hit] == (True, True) and len(opened) == 1
 
 
@@ -221,3 +229,102 @@ def test_camera_and_editor_thumbnails_of_the_corpus() -> None:
             assert Image.open(io.BytesIO(found)).format == "JPEG"
             thumbnails += 1
     assert thumbnails >= 10
+
+
+def mpf_file(primary: bytes, *more: bytes, big: bool = False, offsets: list[int] | None = None) -> bytes:
+    """``primary`` with an MPF index (``APP2``) listing it and ``more``, which are appended after it."""
+    order = ">" if big else "<"
+    app0_end = 4 + struct.unpack(">H", primary[4:6])[0]  # SOI, then APP0 (JFIF) as Pillow writes it
+    count = 1 + len(more)
+    ifd_at = 8
+    entries_at = ifd_at + 2 + 3 * 12 + 4
+    index_size = entries_at + 16 * count
+    segment_size = 2 + 4 + index_size  # the length field, "MPF\0", the index
+    first_size = len(primary) + 2 + segment_size
+    base = app0_end + 2 + 2 + 4  # the index's TIFF header: marker, length and "MPF\0" after APP0
+    starts, at = [], first_size
+    for picture in more:
+        starts.append(at - base)
+        at += len(picture)
+    starts = offsets if offsets is not None else starts
+    entries = struct.pack(order + "IIIHH", 0x20030000, first_size, 0, 0, 0)
+    for picture, start in zip(more, starts, strict=True):
+        entries += struct.pack(order + "IIIHH", 0x00020002, len(picture), start, 0, 0)
+    ifd = struct.pack(order + "H", 3)
+    ifd += struct.pack(order + "HHI", 0xB000, 7, 4) + b"0100"  # MPFVersion
+    ifd += struct.pack(order + "HHII", 0xB001, 4, 1, count)  # NumberOfImages
+    ifd += struct.pack(order + "HHII", 0xB002, 7, 16 * count, entries_at)  # MPEntry
+    ifd += struct.pack(order + "I", 0)
+    header = (b"MM\x00\x2a" if big else b"II\x2a\x00") + struct.pack(order + "I", ifd_at)
+    index = header + ifd + entries
+    assert len(index) == index_size
+    segment = b"\xff\xe2" + struct.pack(">H", segment_size) + b"MPF\x00" + index
+    return primary[:app0_end] + segment + primary[app0_end:] + b"".join(more)
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_the_further_pictures_of_a_multi_picture_file_are_members_byte_for_byte(big: bool) -> None:
+    second, third = _jpeg(_noise(20, (60, 80))), SIG
+    found = members(mpf_file(_jpeg(_noise(21)), second, third, big=big))
+    assert found == {"MPF picture 2.jpg": second, "MPF picture 3.jpg": third}
+
+
+def test_pillows_mpo_writer_is_read_alike() -> None:
+    """Another writer's files: each member decodes to the frame Pillow's MPO reader gives."""
+    frames = [Image.fromarray(_noise(n, (48 + 8 * n, 64))) for n in range(3)]
+    out = io.BytesIO()
+    frames[0].save(out, "MPO", save_all=True, append_images=frames[1:])
+    found = members(out.getvalue())
+    assert list(found) == ["MPF picture 2.jpg", "MPF picture 3.jpg"]
+    with Image.open(io.BytesIO(out.getvalue())) as mpo:
+        for number, name in enumerate(found, 1):
+            mpo.seek(number)
+            member = found[name]
+            assert isinstance(member, bytes)
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(member))), np.asarray(mpo.convert("RGB")))
+
+
+def test_the_thumbnail_and_the_further_pictures_together() -> None:
+    thumbnail, second = _thumbnail_of(SIG), _jpeg(_noise(22, (30, 40)))
+    found = members(mpf_file(_jpeg(_noise(23), exif_block(thumbnail)), second))
+    assert found == {"EXIF thumbnail.jpg": thumbnail, "MPF picture 2.jpg": second}
+
+
+def test_a_multi_picture_entry_outside_the_file_is_an_error() -> None:
+    second = _jpeg(_noise(24, (30, 40)))
+    primary = _jpeg(_noise(25))
+    past = members(mpf_file(primary, second, offsets=[10_000_000]))
+    assert list(past) == ["MPF picture 2"] and "damaged Multi-Picture entry" in str(past["MPF picture 2"])
+    zero = members(mpf_file(primary, second, offsets=[0]))
+    assert list(zero) == ["MPF picture 2"] and "file offset" in str(zero["MPF picture 2"])
+
+
+def test_a_multi_picture_size_past_the_end_is_cut_at_the_end() -> None:
+    second = _jpeg(_noise(29, (30, 40)))
+    data = mpf_file(_jpeg(_noise(30)), second)
+    entry = data.index(struct.pack("<I", len(second)))  # the second picture's size in its entry
+    longer = data[:entry] + struct.pack("<I", len(second) + 5000) + data[entry + 4 :]
+    assert members(longer) == {"MPF picture 2.jpg": second}
+
+
+def test_a_damaged_multi_picture_index_gives_members_or_an_error_never_an_exception() -> None:
+    data = mpf_file(_jpeg(_noise(26, (32, 32))), _jpeg(_noise(27, (16, 16))))
+    at = data.index(b"MPF\x00") + 4
+    rng = random.Random(8)
+    for _ in range(300):
+        damaged = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            damaged[at + rng.randrange(0, 112)] = rng.randrange(256)  # the TIFF header, the IFD, the entries
+        for name, found in members(bytes(damaged)).items():
+            assert name.startswith("MPF picture")
+            assert isinstance(found, bytes) or "Multi-Picture" in found
+
+
+def test_a_listed_picture_hidden_after_the_first_is_found(tmp_path: Path) -> None:
+    """Viewers show only the first picture; the listed one appended behind it matches by its digests."""
+    (tmp_path / "holiday.jpg").write_bytes(mpf_file(_jpeg(_noise(28)), SIG))
+    scanner = Scanner(Matcher(ListIndex.build(testsignature.entry_rows())), HashOptions(), limits=Limits())
+    findings = {f.signals.location: f for f in scanner.scan([str(tmp_path)])}
+    hit = f"{tmp_path / 'holiday.jpg'} > MPF picture 2.jpg"
+    assert [loc for loc, f in findings.items() if f.matched] == [hit]
+    assert {m.signal for m in findings[hit].matches} >= {"md5", "sha1", "sha256"}
