@@ -123,6 +123,19 @@ def test_a_listed_picture_in_the_thumbnail_or_a_further_picture_is_found(tmp_pat
     }
 
 
+@pytest.mark.parametrize("brand", [b"heix", b"heim", b"hevc"])
+def test_brands_filetype_does_not_know_are_pictures_too(brand: bytes, tmp_path: Path) -> None:
+    """Cameras write 10-bit HEIF as ``heix``: once sniffed as unknown bytes, it had digests only."""
+    data = heif_file(SIG, _noise(13))
+    assert data[8:12] == b"heic"
+    (tmp_path / "camera.hif").write_bytes(data[:8] + brand + data[12:])
+    scanner = Scanner(Matcher(ListIndex.build(testsignature.entry_rows())), HashOptions(), limits=Limits())
+    findings = {f.signals.location: f for f in scanner.scan([str(tmp_path)])}
+    picture = findings[str(tmp_path / "camera.hif")]
+    assert picture.signals.type == "image/heic" and picture.matched and not picture.signals.errors
+    assert list(findings) == [str(tmp_path / "camera.hif"), f"{tmp_path / 'camera.hif'} > HEIF picture 2.png"]
+
+
 def test_damaged_files_give_members_or_errors_never_an_exception() -> None:
     data = heif_file(_noise(11, (64, 64)), _noise(12, (32, 32)))
     rng = random.Random(9)

@@ -37,11 +37,15 @@ ISO_VIDEO_BRANDS = frozenset(
 )
 #: Major brands of MP4 audio (and audio books); they name ``isom`` as compatible too.
 ISO_AUDIO_BRANDS = frozenset({b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "})
+#: Major brands of HEIF pictures by the type they are given when filetype does not know the
+#: brand (it knows only ``heic``, ``mif1``, ``msf1`` and ``avif``; cameras' 10-bit HEIF is ``heix``).
+HEIF_BRAND_TYPES = {
+    **dict.fromkeys((b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis"), "image/heic"),
+    **dict.fromkeys((b"mif1", b"mif2", b"msf1"), "image/heif"),
+    **dict.fromkeys((b"avif", b"avis"), "image/avif"),
+}
 #: Major brands of still pictures and raw photos (HEIF, AVIF, JPEG 2000, Canon CR3): never video here.
-ISO_IMAGE_BRANDS = frozenset(
-    {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"mif2", b"msf1", b"avif", b"avis"}
-    | {b"jp2 ", b"jpx ", b"jpm ", b"crx "}
-)
+ISO_IMAGE_BRANDS = frozenset(HEIF_BRAND_TYPES) | {b"jp2 ", b"jpx ", b"jpm ", b"crx "}
 _MAX_FTYP_BOX = 1024
 
 
@@ -51,7 +55,7 @@ def content_type(head: bytes) -> str:
         return "application/x-empty"
     head = head[:SNIFF_BYTES]
     iso = _iso_bmff_type(head)
-    if iso and not iso.startswith("video/mp4"):
+    if iso and not iso.startswith(("video/mp4", "image/")):
         return iso
     kind = filetype.guess_mime(head)
     if kind:
@@ -74,10 +78,10 @@ def content_type(head: bytes) -> str:
 
 
 def _iso_bmff_type(head: bytes) -> str | None:
-    """3GP, 3G2, MP4 audio, or MP4 video from other brands; None if not an ISO BMFF ``ftyp`` file.
+    """3GP, 3G2, MP4 audio, HEIF, or MP4 video from other brands; None if not an ISO BMFF ``ftyp`` file.
 
-    The result is ``video/mp4`` only for brands filetype misses: the caller
-    then lets filetype have the first say.
+    For ``video/mp4`` and HEIF pictures the caller lets filetype have the first
+    say: the result is for brands filetype misses.
     """
     if len(head) < 16 or head[4:8] != b"ftyp":
         return None
@@ -91,7 +95,7 @@ def _iso_bmff_type(head: bytes) -> str | None:
     if major in ISO_AUDIO_BRANDS:
         return "audio/mp4"
     if major in ISO_IMAGE_BRANDS:
-        return None
+        return HEIF_BRAND_TYPES.get(major)
     if brands & ISO_VIDEO_BRANDS:
         return "video/mp4"
     return None
