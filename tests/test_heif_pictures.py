@@ -125,7 +125,7 @@ def test_a_listed_picture_in_the_thumbnail_or_a_further_picture_is_found(tmp_pat
 
 @pytest.mark.parametrize("brand", [b"heix", b"heim", b"hevc"])
 def test_brands_filetype_does_not_know_are_pictures_too(brand: bytes, tmp_path: Path) -> None:
-    """Cameras write 10-bit HEIF as ``heix``: once sniffed as unknown bytes, it had digests only."""
+    """``heix`` (HEVC's 10-bit and 4:2:2 profiles) and others: once sniffed as unknown bytes, digests only."""
     data = heif_file(SIG, _noise(13))
     assert data[8:12] == b"heic"
     (tmp_path / "camera.hif").write_bytes(data[:8] + brand + data[12:])

@@ -161,7 +161,7 @@ def _ftyp(major: bytes, *compatible: bytes) -> bytes:
         (_ftyp(b"qt  ", b"qt  "), "video/quicktime"),
         (_ftyp(b"M4A ", b"M4A ", b"mp42", b"isom"), "audio/mp4"),  # music, not a video
         (_ftyp(b"heic", b"mif1", b"heic"), "image/heic"),
-        (_ftyp(b"heix", b"mif1", b"iso8"), "image/heic"),  # a camera's 10-bit HEIF: a picture, never video
+        (_ftyp(b"heix", b"mif1", b"iso8"), "image/heic"),  # 10-bit or 4:2:2 HEVC: a picture, never video
         (_ftyp(b"hevc", b"mif1", b"msf1"), "image/heic"),
         (_ftyp(b"mif2", b"mif2"), "image/heif"),
         (_ftyp(b"avis", b"avis", b"msf1"), "image/avif"),

@@ -38,7 +38,8 @@ ISO_VIDEO_BRANDS = frozenset(
 #: Major brands of MP4 audio (and audio books); they name ``isom`` as compatible too.
 ISO_AUDIO_BRANDS = frozenset({b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "})
 #: Major brands of HEIF pictures by the type they are given when filetype does not know the
-#: brand (it knows only ``heic``, ``mif1``, ``msf1`` and ``avif``; cameras' 10-bit HEIF is ``heix``).
+#: brand (it knows only ``heic``, ``mif1``, ``msf1`` and ``avif``; ``heix`` is the brand of
+#: HEVC's 10-bit and 4:2:2 profiles).
 HEIF_BRAND_TYPES = {
     **dict.fromkeys((b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis"), "image/heic"),
     **dict.fromkeys((b"mif1", b"mif2", b"msf1"), "image/heif"),
