@@ -79,17 +79,29 @@ def _member(label: str, picture: Any) -> Member:
 
 
 def _png_opener(picture: Any) -> Callable[[], BinaryIO]:
+    """Decodes on each open, but a failure only once: the pipeline opens a failed member again, inline."""
+    failure: list[ValueError] = []
+
     def open_png() -> BinaryIO:
-        try:
-            decoded = picture.to_pillow()
-        except Exception as exc:  # libheif's decode errors are RuntimeError or ValueError
-            raise ValueError(f"HEIF picture decode failed: {exc}") from exc
-        out = io.BytesIO()
-        decoded.save(out, "PNG", compress_level=1)
-        out.seek(0)
-        return out
+        if failure:
+            raise failure[0]
+        png = _png(picture)
+        if isinstance(png, ValueError):
+            failure.append(png)
+            raise png
+        return io.BytesIO(png)
 
     return open_png
+
+
+def _png(picture: Any) -> bytes | ValueError:
+    try:
+        decoded = picture.to_pillow()
+    except Exception as exc:  # libheif's decode errors are RuntimeError or ValueError
+        return ValueError(f"HEIF picture decode failed: {exc}")
+    out = io.BytesIO()
+    decoded.save(out, "PNG", compress_level=1)
+    return out.getvalue()
 
 
 READER = HeifPicturesReader()
