@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from vakta.containers import Member, read_at, slice_opener
 from vakta.signals.sniff import picture_extension
@@ -47,16 +47,21 @@ _MP_ENTRY_BYTES = 16
 
 
 @dataclass(frozen=True, slots=True)
+class _MpIndex:
+    """The MP index's picture list (raw, to be checked), the file offset its offsets count from, its byte order."""
+
+    entries: object
+    base: int
+    order: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Header:
     """What the JPEG's header says of its embedded pictures (raw, to be checked)."""
 
     exif: bytes | None
     thumbnail: tuple[object, object] | None
-    #: The MP index as Pillow parsed it, the file offset its picture offsets count from, and
-    #: its byte order (``<`` or ``>``).
-    mp_index: dict[int, Any] | None
-    mp_base: int
-    mp_order: str
+    mp_index: _MpIndex | None
 
 
 class JpegPicturesReader:
@@ -75,7 +80,7 @@ class JpegPicturesReader:
         if header.thumbnail is not None and header.exif is not None:
             yield _thumbnail(header.exif, *header.thumbnail)
         if header.mp_index is not None:
-            yield from _mpf_pictures(stream, header)
+            yield from _mpf_pictures(stream, header.mp_index)
 
 
 def _read_header(stream: BinaryIO) -> _Header | None:
@@ -91,8 +96,10 @@ def _read_header(stream: BinaryIO) -> _Header | None:
                 ifd1 = im.getexif().get_ifd(ExifTags.IFD.IFD1) if isinstance(raw, bytes) and raw else {}
                 mp_index = None
                 if isinstance(mp, bytes) and isinstance(mp_base, int):
-                    mp_index = Image.Exif()
-                    mp_index.load(mp)
+                    tags = Image.Exif()
+                    tags.load(mp)
+                    order = "<" if mp.startswith(b"II") else ">"
+                    mp_index = _MpIndex(tags.get(_MP_ENTRIES), mp_base, order)
     except Exception as exc:  # Pillow reports hostile headers in many ways
         log.debug("no embedded pictures read: %s: %s", type(exc).__name__, exc)
         return None
@@ -100,9 +107,7 @@ def _read_header(stream: BinaryIO) -> _Header | None:
     if isinstance(raw, bytes):
         exif = raw[len(_EXIF_HEADER) :] if raw.startswith(_EXIF_HEADER) else raw
     thumbnail = (ifd1.get(_OFFSET), ifd1.get(_LENGTH)) if _OFFSET in ifd1 or _LENGTH in ifd1 else None
-    if mp_index is None or not isinstance(mp, bytes) or not isinstance(mp_base, int):
-        return _Header(exif, thumbnail, None, 0, "")
-    return _Header(exif, thumbnail, dict(mp_index), mp_base, "<" if mp.startswith(b"II") else ">")
+    return _Header(exif, thumbnail, mp_index)
 
 
 def _thumbnail(tiff: bytes, offset: object, length: object) -> Member:
@@ -120,22 +125,20 @@ def _thumbnail(tiff: bytes, offset: object, length: object) -> Member:
     )
 
 
-def _mpf_pictures(stream: BinaryIO, header: _Header) -> Iterator[Member]:
+def _mpf_pictures(stream: BinaryIO, index: _MpIndex) -> Iterator[Member]:
     """Every picture of the MP index but the first (the file's own picture), read in place."""
-    entries = (header.mp_index or {}).get(_MP_ENTRIES)
+    entries = index.entries
     if entries is None:
         return
     if not isinstance(entries, bytes) or len(entries) % _MP_ENTRY_BYTES:
         yield Member(f"{MPF_PICTURE}s", error="damaged Multi-Picture index (its picture list is not whole)")
         return
     file_size = stream.seek(0, io.SEEK_END)
-    for number, (_, size, offset, _, _) in enumerate(
-        struct.iter_unpack(header.mp_order + "IIIHH", entries), 1
-    ):
+    for number, (_, size, offset, _, _) in enumerate(struct.iter_unpack(index.order + "IIIHH", entries), 1):
         if number == 1:
             continue
         name = f"{MPF_PICTURE} {number}"
-        start = header.mp_base + offset
+        start = index.base + offset
         if offset == 0 or size == 0 or start >= file_size:
             yield Member(
                 name,
