@@ -104,12 +104,7 @@ def _thumbnails(ole: Any) -> Iterator[Member]:
             yield Member(name, error=f"cannot read thumbnail stream: {exc}")
             continue
         picture = data[_picture_start(data) :]
-        yield Member(name, open=partial(_opened, picture), size=len(picture))
-
-
-def _opened(data: bytes) -> BinaryIO:
-    """A member read whole from its stream (thumbnails and attachments are small), opened from memory."""
-    return io.BytesIO(data)
+        yield Member(name, open=partial(io.BytesIO, picture), size=len(picture))
 
 
 def _picture_start(data: bytes) -> int:
@@ -196,15 +191,16 @@ def _attached_file(ole: Any, stream: str, label: str) -> Member:
     if size > MAX_ATTACHMENT_BYTES:
         return Member(label, error=f"attachment of {size:,} bytes: not read (over {MAX_ATTACHMENT_BYTES:,})")
     data = ole.openstream(stream).read()
-    return Member(label, open=partial(_opened, data), size=len(data))
+    return Member(label, open=partial(io.BytesIO, data), size=len(data))
 
 
 def _text(ole: Any, storage: list[str], properties: tuple[str, ...]) -> str | None:
     """The first of ``properties`` the storage has, as Unicode (``001F``) or 8-bit (``001E``) text."""
     for tag in properties:
         for kind, encoding in (("001F", "utf-16-le"), ("001E", "cp1252")):
-            stream = "/".join([*storage, f"__substg1.0_{tag}{kind}"])
-            if _is(ole, stream.split("/"), olefile.STGTY_STREAM) and ole.get_size(stream) <= _MAX_NAME_BYTES:
+            path = [*storage, f"__substg1.0_{tag}{kind}"]
+            stream = "/".join(path)
+            if _is(ole, path, olefile.STGTY_STREAM) and ole.get_size(stream) <= _MAX_NAME_BYTES:
                 text = ole.openstream(stream).read().decode(encoding, "replace").split("\0", 1)[0].strip()
                 if text:
                     return " ".join(text.split())
