@@ -149,7 +149,7 @@ class Work:
             for signals in [cached.signals, *(cached.members or ())]:
                 self._check_known_good(signals)
             if cached.members is None or cached.signals.skipped:
-                # Members not kept (or a cache entry older than kept members): looked for again.
+                # Members not kept, or found by other readers (see Scanner._with_cached): looked for again.
                 tree = _with_members(cached.signals, item, self.options, self.known_good, self.limits)
             else:
                 tree = [cached.signals, *cached.members]
